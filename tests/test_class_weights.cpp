@@ -56,14 +56,19 @@ TEST_CASE("balanced_weights: every ratio in [1, 4/3] and the weight minimal",
     }
 }
 
-TEST_CASE("balanced_weights: extreme counts stay finite", "[loss][class_weights]") {
+TEST_CASE("balanced_weights: extreme counts stay finite and bounded", "[loss][class_weights]") {
   const std::int64_t big = std::numeric_limits<std::int64_t>::max();
-  loss::class_weights w = loss::balanced_weights(1, big);
-  CHECK(std::isfinite(w.desirable));
-  CHECK(loss::weights_in_recommended_range(w, 1, big));
-  w = loss::balanced_weights(big, 1);
+  loss::class_weights w = loss::balanced_weights(big, 1);
   CHECK(w.desirable > 0);
   CHECK(loss::weights_in_recommended_range(w, big, 1));
+  w = loss::balanced_weights(1000, 1000000000000000000);  // ratio 1e15: the largest accepted
+  CHECK(w.desirable == 1e15);
+  CHECK(w.desirable <= loss::max_class_weight);
+  CHECK(loss::weights_in_recommended_range(w, 1000, 1000000000000000000));
+  // One desirable in INT64_MAX: the weight would be 9.2e18, more than a config holds.
+  CHECK_THROWS_AS(loss::balanced_weights(1, big), ktsa::invalid_argument);
+  CHECK_THROWS_WITH(loss::balanced_weights(1, big),
+                    Contains("9223372036854775807 / 1") && Contains("max_class_weight"));
 }
 
 TEST_CASE("balanced_weights: empty or negative classes are errors", "[loss][class_weights]") {

@@ -32,6 +32,10 @@ struct class_weights {
 inline constexpr double recommended_weight_ratio_min = 1.0;
 inline constexpr double recommended_weight_ratio_max = 4.0 / 3.0;
 
+/// The largest class weight a loss::config accepts (beyond it the weighted
+/// losses overflow for ordinary rewards); balanced_weights never returns more.
+inline constexpr double max_class_weight = 1e15;
+
 namespace detail {
 inline void require_class_counts(std::int64_t n_desirable, std::int64_t n_undesirable) {
   ktsa::detail::require(n_desirable > 0, "n_desirable", n_desirable,
@@ -81,7 +85,8 @@ inline void require_weights_in_recommended_range(const class_weights& w, std::in
 /// undesirable 1, desirable the smallest double with weight_ratio >= 1
 /// (n_undesirable / n_desirable within an ulp or two).
 /// E.g. (2, 98) -> {49, 1}; (50, 50) -> {1, 1}; (98, 2) -> {2/98, 1}.
-/// Throws invalid_argument when either count is <= 0.
+/// Throws invalid_argument when either count is <= 0, or when the weight
+/// needed exceeds max_class_weight (n_undesirable / n_desirable > 1e15).
 inline class_weights balanced_weights(std::int64_t n_desirable, std::int64_t n_undesirable) {
   detail::require_class_counts(n_desirable, n_undesirable);
   class_weights w;
@@ -95,6 +100,10 @@ inline class_weights balanced_weights(std::int64_t n_desirable, std::int64_t n_u
     w.desirable = std::nextafter(w.desirable, INFINITY);
   while (ratio(std::nextafter(w.desirable, 0.0)) >= recommended_weight_ratio_min)
     w.desirable = std::nextafter(w.desirable, 0.0);
+  if (w.desirable > max_class_weight)
+    throw invalid_argument(ktsa::detail::concat(
+        "ktsa: argument 'n_undesirable / n_desirable' = ", n_undesirable, " / ", n_desirable,
+        ": the balancing desirable_weight would exceed loss::max_class_weight = 1e15"));
   return w;
 }
 
