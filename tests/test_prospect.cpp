@@ -133,8 +133,12 @@ TEST_CASE("probability_weight stays in [0, 1] for extreme g (issue 16 item 6)") 
     REQUIRE(ktsa::prospect::weight_probability(p, 1e300) == 0.0);
     REQUIRE(ktsa::prospect::probability_weight(p, 1e-300) == 0.0);
   }
-  // Both p^g and (1-p)^g subnormal: the log-domain path. Reference from mpmath,
-  // 50 digits: p**g / (p**g + (1-p)**g)**(1/g) at p = 1/2, g = 1070.
+  // p^g and (1-p)^g subnormal (direct formula) and 0 (log-domain path). Reference
+  // from mpmath, 50 digits: p**g / (p**g + (1-p)**g)**(1/g) at p = 1/2, g = 1070.
   const double w = ktsa::prospect::probability_weight(0.5, 1070.0);
   REQUIRE(std::abs(w - 1.5799862182872823e-322) <= 2 * 4.9406564584124654e-324);
+  // g = 1100: both powers underflow to 0; the true w is about 1e-331, below the
+  // smallest subnormal, so 0 (and not NaN) is the correctly rounded answer.
+  REQUIRE(ktsa::prospect::probability_weight(0.5, 1100.0) == 0.0);
+  REQUIRE(ktsa::prospect::probability_weight(0.6, 3000.0) == 0.0);
 }

@@ -17,7 +17,6 @@
 // and 0 for alpha > 1.
 #pragma once
 
-#include <limits>
 #include <type_traits>
 
 #include "ktsa/config.hpp"
@@ -78,7 +77,7 @@ KTSA_HOST_DEVICE inline T derivative(T z, T alpha = T(0.88), T lambda = T(2.25),
 /// Tversky-Kahneman (1992) probability weighting
 ///   w(p) = p^g / (p^g + (1 - p)^g)^(1/g),
 /// g = 0.61 for gains and 0.69 for losses in their estimates. w(0) = 0, w(1) = 1,
-/// NaN p gives NaN. Where p^g + (1 - p)^g under- or overflows (large or tiny
+/// NaN p gives NaN. Where p^g + (1 - p)^g underflows to 0 or overflows (huge
 /// g, e.g. g = 1e300) the same w is computed in the log domain:
 ///   log w = g log p - log m - log1p((min(p, 1-p) / m)^g) / g,  m = max(p, 1 - p),
 /// so w stays in [0, 1] instead of 0 / 0 = NaN.
@@ -90,8 +89,7 @@ KTSA_HOST_DEVICE inline T probability_weight(T p, T g) {
   const T q = T(1) - p;
   const T pg = math::pow(p, g);
   const T s = pg + math::pow(q, g);
-  if (s >= std::numeric_limits<T>::min() && s < math::infinity<T>())
-    return pg / math::pow(s, T(1) / g);
+  if (s > T(0) && s < math::infinity<T>()) return pg / math::pow(s, T(1) / g);
   const T m = p > q ? p : q, lo = p > q ? q : p;
   const T log_w = g * math::log(p) - math::log(m) - math::log1p(math::pow(lo / m, g)) / g;
   return math::exp(log_w);
