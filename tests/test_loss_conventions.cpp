@@ -349,11 +349,14 @@ TEST_CASE("combine_kl_partials: NaN / inf partials and overflowing counts are er
 
 TEST_CASE("config weights against TRL's [1, 4/3] range", "[loss][conventions][class_weights]") {
   loss::config c;  // weights 1 / 1
-  CHECK_FALSE(loss::weights_in_recommended_range(c, 2, 98));
-  CHECK_THROWS_WITH(loss::require_weights_in_recommended_range(c, 2, 98), Contains("[1, 4/3]"));
+  CHECK_FALSE(loss::weights_in_recommended_range(loss::class_weights_of(c), 2, 98));
+  CHECK_THROWS_WITH(loss::require_weights_in_recommended_range(loss::class_weights_of(c), 2, 98),
+                    Contains("[1, 4/3]"));
   const loss::class_weights w = loss::balanced_weights(2, 98);
   c.desirable_weight = w.desirable;
   c.undesirable_weight = w.undesirable;
-  CHECK(loss::weights_in_recommended_range(c, 2, 98));
+  CHECK(loss::weights_in_recommended_range(loss::class_weights_of(c), 2, 98));
   CHECK_NOTHROW(loss::validate(c));
+  // A braced {wD, wU} is not ambiguous with loss::config in this header set.
+  CHECK(loss::weights_in_recommended_range({49, 1}, 2, 98));
 }

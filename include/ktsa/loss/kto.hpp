@@ -115,19 +115,12 @@ inline void validate(const config& c) {
   detail::require_valid(c.bco_order);
 }
 
-/// Whether cfg's weights put (wD nD) / (wU nU) in TRL's recommended [1, 4/3].
-inline bool weights_in_recommended_range(const config& cfg, std::int64_t n_desirable,
-                                         std::int64_t n_undesirable) {
-  return weights_in_recommended_range(class_weights{cfg.desirable_weight, cfg.undesirable_weight},
-                                      n_desirable, n_undesirable);
-}
-
-/// Throws invalid_argument naming the ratio, weights and counts when cfg's
-/// weights fall outside TRL's recommended [1, 4/3].
-inline void require_weights_in_recommended_range(const config& cfg, std::int64_t n_desirable,
-                                                 std::int64_t n_undesirable) {
-  require_weights_in_recommended_range(class_weights{cfg.desirable_weight, cfg.undesirable_weight},
-                                       n_desirable, n_undesirable);
+/// cfg's lambda_D and lambda_U, for the class_weights checks:
+///   loss::require_weights_in_recommended_range(loss::class_weights_of(cfg), nD, nU);
+/// (a function rather than config overloads of the checks, so that a braced
+/// {wD, wU} argument stays unambiguous).
+inline class_weights class_weights_of(const config& cfg) {
+  return class_weights{cfg.desirable_weight, cfg.undesirable_weight};
 }
 
 /// The logged metrics of a step, as sums and counts so ranks can be combined.
