@@ -271,7 +271,9 @@ void kto_loss(const exec::cuda& ex, vector_view<P> policy_logps, vector_view<R> 
 
 /// Copies a device_loss_result to the host as a loss_result. SYNCHRONIZES
 /// ex.stream. With bco_state and a bco step whose order is not none, folds
-/// the step's rewards into the running mean (the host kto_loss's update).
+/// the step's rewards into the running mean (the host kto_loss's update);
+/// when they are not finite (a non-finite log-prob, see ex.status) it throws
+/// invalid_argument from bco_running_mean::update and leaves the state unchanged.
 inline loss_result read_result(const exec::cuda& ex, const device_loss_result* result,
                                bco_running_mean* bco_state = nullptr) {
   device_loss_result h{};
