@@ -101,9 +101,9 @@ int main() {
   for (double k : key_feature_kls) std::printf(" %.4f", k);
   std::printf("  -> ktsa z0 %.4f\n", ktsa_z0);
 
-  const loss::variant variants[] = {
-      loss::variant::kto,  loss::variant::kto_log_sigmoid,   loss::variant::kto_zero,
-      loss::variant::ktsa, loss::variant::apo_zero_unpaired, loss::variant::bco};
+  const loss::variant variants[] = {loss::variant::kto, loss::variant::kto_log_sigmoid,
+                                    loss::variant::ktsa, loss::variant::apo_zero_unpaired,
+                                    loss::variant::bco};  // kto_zero = apo_zero_unpaired
   std::vector<double> kto_grad;
   for (loss::variant v : variants) {
     loss::config cfg;

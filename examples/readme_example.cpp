@@ -6,7 +6,7 @@ int main() {
   using namespace ktsa;
   std::vector<double> policy{-10.5, -20.25, -7.0, -15.0}, reference{-11.0, -19.0, -7.5, -14.0};
   std::vector<unsigned char> desirable{1, 0, 1, 0};  // purchase = 1, abandon = 0
-  // z0 from mismatched pairs (prompt i with completion i+1), scored by both models.
+  // z0 from mismatched pairs (prompt i with completion i-1, TRL's), scored by both models.
   std::vector<double> kl_policy{-12.0, -18.0, -9.0, -16.0}, kl_reference{-12.5, -18.2, -8.0, -16.5};
   const double z0 = loss::batch_kl_reference_point(make_view(kl_policy), make_view(kl_reference));
 

@@ -33,8 +33,6 @@ double reference_example(loss::variant v, double r, bool d, double z0, const los
   switch (v) {
     case loss::variant::kto:
       return d ? wd * (1 - sig(b * (r - z0))) : wu * (1 - sig(b * (z0 - r)));
-    case loss::variant::kto_zero:
-      return d ? wd * (1 - sig(b * r)) : wu * (1 - sig(-b * r));
     case loss::variant::kto_log_sigmoid:
       return d ? -wd * std::log(sig(b * (r - z0))) : -wu * std::log(sig(b * (z0 - r)));
     case loss::variant::ktsa:
@@ -64,6 +62,7 @@ run_result run(loss::variant v, const std::vector<double>& p, const std::vector<
                const std::vector<unsigned char>& d, double z0, loss::config c = {},
                double delta = 0) {
   c.kind = v;
+  c.bco_order = loss::bco_update::after_loss;  // delta is the given mean (bco)
   run_result out;
   out.per_example.resize(p.size());
   out.grad.resize(p.size());
@@ -73,9 +72,9 @@ run_result run(loss::variant v, const std::vector<double>& p, const std::vector<
   return out;
 }
 
-const loss::variant kAllVariants[] = {
-    loss::variant::kto,  loss::variant::kto_log_sigmoid,   loss::variant::kto_zero,
-    loss::variant::ktsa, loss::variant::apo_zero_unpaired, loss::variant::bco};
+const loss::variant kAllVariants[] = {loss::variant::kto, loss::variant::kto_log_sigmoid,
+                                      loss::variant::ktsa, loss::variant::apo_zero_unpaired,
+                                      loss::variant::bco};
 
 }  // namespace
 
@@ -179,6 +178,7 @@ TEST_CASE("metrics: rewards, margins, log-probs and counts") {
 TEST_CASE("bco running mean starts at 0 and is updated after the step") {
   loss::config c;
   c.kind = loss::variant::bco;
+  c.bco_order = loss::bco_update::after_loss;  // the default is before_loss (TRL)
   loss::bco_running_mean state;
   std::vector<double> grad(5), per(5);
   const auto first =
@@ -212,10 +212,10 @@ TEST_CASE("batch KL reference point: clamp after averaging, pairs, rank reductio
   const std::vector<double> p{-1.0, -2.0}, q{-1.3, -1.5};
   REQUIRE(loss::batch_kl_reference_point(make_view(p), make_view(q)) == 0.0);
   // Rotation pairs prompt i with completion i+1; no fixed point for odd B.
-  const auto idx = loss::mismatched_pair_indices(5);
+  const auto idx = loss::mismatched_pair_indices(5, loss::pairing::next);
   REQUIRE(idx == std::vector<index_t>{1, 2, 3, 4, 0});
   for (index_t b = 2; b < 12; ++b) {
-    const auto pairs = loss::mismatched_pair_indices(b);
+    const auto pairs = loss::mismatched_pair_indices(b, loss::pairing::next);
     for (index_t i = 0; i < b; ++i) REQUIRE(pairs[static_cast<size_t>(i)] != i);
   }
   // Two ranks: 3 pairs with sum 0.9, 1 pair with sum 0.5.
@@ -300,6 +300,7 @@ TEST_CASE("per-example reference points (KTSA's Eq. 2 per product)") {
   const std::vector<double> z0s{0.84, 0.1, 0.5, 0.0, 1.3};
   loss::config c;
   c.beta = 0.2;
+  c.bco_order = loss::bco_update::after_loss;  // delta = the state's 0.05 (bco)
   for (loss::variant v : kAllVariants) {
     INFO(loss::variant_name(v));
     c.kind = v;

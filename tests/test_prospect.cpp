@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "ktsa/prospect/value.hpp"
@@ -109,4 +110,35 @@ TEST_CASE("bad parameters are rejected with the argument's name and value") {
   REQUIRE_THROWS_WITH(ktsa::prospect::weight_probability(1.5, 0.61), Contains("'p' = 1.5"));
   REQUIRE_THROWS_WITH(ktsa::prospect::weight_probability(0.5, 0), Contains("'g' = 0"));
   REQUIRE_THROWS_WITH(ktsa::exec::host{-2}.resolved_threads(), Contains("= -2"));
+}
+
+TEST_CASE("NaN flows through value and derivative alike (issue 16 item 6)") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (const double alpha : {0.88, 1.0, 1.5}) {
+    INFO("alpha " << alpha);
+    REQUIRE(std::isnan(ktsa::prospect::value(nan, alpha, 2.25)));
+    REQUIRE(std::isnan(ktsa::prospect::derivative(nan, alpha, 2.25)));  // was lambda at alpha 1
+    REQUIRE(std::isnan(ktsa::prospect::derivative(1.0, alpha, 2.25, nan)));
+    REQUIRE(std::isnan(ktsa::prospect::derivative(nan, alpha, 2.25, 0.0, 0.1)));
+  }
+  REQUIRE(std::isnan(ktsa::prospect::probability_weight(nan, 0.61)));
+}
+
+TEST_CASE("probability_weight stays in [0, 1] for extreme g (issue 16 item 6)") {
+  // g -> inf and g -> 0 both send w(p) to 0 for p in (0, 1); the direct formula
+  // gave 0 / 0 = NaN at g = 1e300.
+  for (const double p : {1e-9, 0.3, 0.5, 0.7, 0.999999}) {
+    INFO("p " << p);
+    REQUIRE(ktsa::prospect::probability_weight(p, 1e300) == 0.0);
+    REQUIRE(ktsa::prospect::weight_probability(p, 1e300) == 0.0);
+    REQUIRE(ktsa::prospect::probability_weight(p, 1e-300) == 0.0);
+  }
+  // p^g and (1-p)^g subnormal (direct formula) and 0 (log-domain path). Reference
+  // from mpmath, 50 digits: p**g / (p**g + (1-p)**g)**(1/g) at p = 1/2, g = 1070.
+  const double w = ktsa::prospect::probability_weight(0.5, 1070.0);
+  REQUIRE(std::abs(w - 1.5799862182872823e-322) <= 2 * 4.9406564584124654e-324);
+  // g = 1100: both powers underflow to 0; the true w is about 1e-331, below the
+  // smallest subnormal, so 0 (and not NaN) is the correctly rounded answer.
+  REQUIRE(ktsa::prospect::probability_weight(0.5, 1100.0) == 0.0);
+  REQUIRE(ktsa::prospect::probability_weight(0.6, 3000.0) == 0.0);
 }

@@ -401,8 +401,9 @@ class experiment {
       std::vector<double> dlogp(static_cast<size_t>(n), 0.0);
       ktsa::loss::loss_result res;
       if (!is_ktsa) {
-        // 4a. KTO: z0 from mismatched pairs (prompt i, completion i+1).
-        const auto pair = ktsa::loss::mismatched_pair_indices(n);
+        // 4a. KTO: z0 from mismatched pairs (prompt i, completion i+1; kept
+        // explicit so the README's table is unchanged by TRL's default, i-1).
+        const auto pair = ktsa::loss::mismatched_pair_indices(n, ktsa::loss::pairing::next);
         std::vector<std::vector<int>> kl_seqs;
         for (index_t i = 0; i < n; ++i)
           kl_seqs.push_back(seqs[static_cast<size_t>(pair[static_cast<size_t>(i)])]);

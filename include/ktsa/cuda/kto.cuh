@@ -16,13 +16,18 @@
 //     batch_kl_reference_point below) so the whole step stays on the device;
 //   - non-finite log-probs are recorded in ex.status (the loss is then NaN)
 //     instead of thrown;
-//   - for variant::bco, delta is bco_state->mean() when the loss is enqueued;
-//     the running mean is updated by read_result(ex, result, bco_state), which
-//     needs the step's reward sum from the device.
+//   - for variant::bco, cfg.bco_order as on the host: before_loss (default,
+//     TRL's) computes delta on the device from bco_state's mean and count at
+//     enqueue time and the batch's own reward sum (bco_running_mean::folded,
+//     the host's formula); after_loss and none use bco_state->mean(). The host
+//     state is updated by read_result(ex, result, bco_state) (never for none,
+//     nor for a variant other than bco), so call read_result between two bco
+//     steps on the same state.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <limits>
 #include <type_traits>
 
 #include "ktsa/cuda/common.cuh"
@@ -34,10 +39,11 @@ namespace ktsa::loss {
 /// The batch loss and the metrics' sums and counts, in device memory.
 struct device_loss_result {
   double loss;  ///< mean of the per-example losses
-  double kl;    ///< the shift used: z0 (delta for bco, 0 for kto_zero / apo_zero_unpaired)
+  double kl;    ///< the shift used: z0 (delta for bco, 0 for apo_zero_unpaired = kto_zero)
   double chosen_reward_sum, rejected_reward_sum, chosen_logp_sum, rejected_logp_sum;
   double reward_sum;  ///< sum of beta r over the batch (what bco's running mean needs)
   long long chosen_count, rejected_count;
+  int fold_bco;  ///< 1 when read_result should fold reward_sum into the bco state
 };
 
 namespace cuda_detail {
@@ -52,6 +58,10 @@ struct kto_params {
   double beta, wd, wu, gamma;
   double shift;             ///< z0 or delta when z0_device is null or unused
   const double* z0_device;  ///< device z0 (kto, kto_log_sigmoid, ktsa), or null
+  int bco_before;           ///< bco with bco_update::before_loss: delta includes the batch
+  int fold_bco;             ///< bco with an order other than none
+  double bco_mean;          ///< the host state's mean and count at enqueue time
+  index_t bco_count;
 };
 
 /// Fixed-order in-block sum of kto_threads values (tree over shared memory).
@@ -94,6 +104,15 @@ __global__ void __launch_bounds__(kto_threads)
        prm.kind == variant::ktsa))
     shift = *prm.z0_device;
   const double inv_n = 1.0 / static_cast<double>(n);
+  double batch_reward_sum = 0;
+  if (prm.bco_before) {
+    // TRL's order: fold this batch's rewards into the mean before the loss.
+    double rs = 0;
+    for (index_t i = threadIdx.x; i < n; i += kto_threads)
+      rs += prm.beta * (static_cast<double>(policy[i]) - static_cast<double>(reference[i]));
+    batch_reward_sum = block_sum(rs, shd);
+    shift = bco_running_mean::folded(prm.bco_mean, prm.bco_count, batch_reward_sum, n);
+  }
   double loss = 0, cr = 0, rr = 0, cl = 0, rl = 0;
   long long cc = 0, rc = 0;
   for (index_t i = threadIdx.x; i < n; i += kto_threads) {
@@ -131,9 +150,11 @@ __global__ void __launch_bounds__(kto_threads)
     out->rejected_reward_sum = rr;
     out->chosen_logp_sum = cl;
     out->rejected_logp_sum = rl;
-    out->reward_sum = cr + rr;
+    // before_loss folds the very sum delta was computed from
+    out->reward_sum = prm.bco_before ? batch_reward_sum : cr + rr;
     out->chosen_count = cc;
     out->rejected_count = rc;
+    out->fold_bco = prm.fold_bco;
   }
 }
 
@@ -189,10 +210,29 @@ void kto_launch(const exec::cuda& ex, vector_view<P> policy_logps, vector_view<R
   static_assert(!std::is_const_v<L> && !std::is_const_v<G>, "outputs must be writable");
   ::ktsa::loss::detail::validate_kto_inputs(policy_logps, reference_logps, desirable, z0, cfg,
                                             per_example_loss, grad, bco_state);
-  kto_params prm{cfg.kind, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight, cfg.gamma,
-                 z0,       z0_device};
-  if (cfg.kind == variant::bco) prm.shift = bco_state->mean();
-  if (cfg.kind == variant::kto_zero || cfg.kind == variant::apo_zero_unpaired) prm.shift = 0;
+  kto_params prm{cfg.kind,
+                 cfg.beta,
+                 cfg.desirable_weight,
+                 cfg.undesirable_weight,
+                 cfg.gamma,
+                 z0,
+                 z0_device,
+                 0,
+                 0,
+                 0.0,
+                 0};
+  if (cfg.kind == variant::bco) {
+    if (cfg.bco_order != bco_update::none)  // read_result's update must not overflow
+      ktsa::detail::require(
+          policy_logps.extent(0) <= std::numeric_limits<index_t>::max() - bco_state->count(),
+          "bco_state.count", bco_state->count(), "would overflow int64 with this batch");
+    prm.shift = bco_state->mean();
+    prm.bco_before = cfg.bco_order == bco_update::before_loss;
+    prm.fold_bco = cfg.bco_order != bco_update::none;
+    prm.bco_mean = bco_state->mean();
+    prm.bco_count = bco_state->count();
+  }
+  if (cfg.kind == variant::apo_zero_unpaired) prm.shift = 0;  // = kto_zero
   using PP = std::remove_cv_t<P>;
   using RR = std::remove_cv_t<R>;
   const vector_view<const PP> pol(policy_logps);
@@ -218,7 +258,7 @@ void kto_loss(const exec::cuda& ex, vector_view<P> policy_logps, vector_view<R> 
 }
 
 /// CUDA kto_loss with z0 read on the device from `z0_device` (ignored by
-/// kto_zero, apo_zero_unpaired and bco), e.g. the output of the device
+/// apo_zero_unpaired (= kto_zero) and bco), e.g. the output of the device
 /// batch_kl_reference_point: the step then never waits for the host.
 template <class P, class R, class F, class L, class G>
 void kto_loss(const exec::cuda& ex, vector_view<P> policy_logps, vector_view<R> reference_logps,
@@ -230,8 +270,10 @@ void kto_loss(const exec::cuda& ex, vector_view<P> policy_logps, vector_view<R> 
 }
 
 /// Copies a device_loss_result to the host as a loss_result. SYNCHRONIZES
-/// ex.stream. With bco_state, folds the step's rewards into the running mean
-/// (what the host kto_loss does at the end of a bco step).
+/// ex.stream. With bco_state and a bco step whose order is not none, folds
+/// the step's rewards into the running mean (the host kto_loss's update);
+/// when they are not finite (a non-finite log-prob, see ex.status) it throws
+/// invalid_argument from bco_running_mean::update and leaves the state unchanged.
 inline loss_result read_result(const exec::cuda& ex, const device_loss_result* result,
                                bco_running_mean* bco_state = nullptr) {
   device_loss_result h{};
@@ -249,7 +291,8 @@ inline loss_result read_result(const exec::cuda& ex, const device_loss_result* r
   r.metrics.rejected_logp_sum = h.rejected_logp_sum;
   r.metrics.chosen_count = h.chosen_count;
   r.metrics.rejected_count = h.rejected_count;
-  if (bco_state != nullptr) bco_state->update(h.reward_sum, h.chosen_count + h.rejected_count);
+  if (bco_state != nullptr && h.fold_bco != 0)
+    bco_state->update(h.reward_sum, h.chosen_count + h.rejected_count);
   return r;
 }
 

@@ -1,12 +1,20 @@
 // ktsa/loss/reference_point.hpp: the reference point z0.
 //
-// Batch KL (KTO): pair each prompt x_i with a mismatched completion y_{i+1}
+// Batch KL (KTO): pair each prompt x_i with a mismatched completion y_j
 // (a rotation, so no pair is matched even for odd B) and estimate
-//   z0 = max(0, mean_i [log pi(y_{i+1}|x_i) - log pi_ref(y_{i+1}|x_i)]).
+//   z0 = max(0, mean_i [log pi(y_j|x_i) - log pi_ref(y_j|x_i)]).
+// pairing::previous (default) is TRL's j = i - 1 (mod B); pairing::next,
+// j = i + 1, is ktsa's earlier convention. B < 2 is an error (TRL silently
+// pairs the completion of a batch of one with its own prompt).
 // The mean is taken before the clamp. No gradient flows through z0.
-// Partial sums and counts let a distributed reducer combine ranks: the
-// count-weighted global mean is the default; `mean_of_means` averages the
-// per-rank means, as one popular trainer does.
+// Partial sums and counts let a distributed reducer combine ranks:
+//   kl_reduction::count_weighted (default, unbiased): sum of all log-ratios
+//     over the number of pairs; HALOs' convention (it weights ranks by count);
+//   kl_reduction::mean_of_means: the mean of the per-rank means, TRL's
+//     convention (it averages the gathered per-rank KLs); ranks without pairs
+//     are skipped here, where TRL's KL becomes NaN.
+// A NaN or infinite partial sum (from a reducer) is a data_error, never a
+// quiet z0 = 0 from the clamp; so is a sum or mean that overflows double.
 //
 // KTSA buyer reference (Eq. 2 of the KTSA paper):
 //   z0 = max(R_avg, (1/K) sum_k KL(pi(.|x) || pi(.|x_k)))
@@ -18,6 +26,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <new>
 #include <vector>
 
 #include "ktsa/core/errors.hpp"
@@ -33,15 +43,70 @@ struct kl_partial {
   index_t count = 0;
 };
 
-enum class kl_reduction { count_weighted, mean_of_means };
+/// How combine_kl_partials merges ranks (see the file comment).
+enum class kl_reduction : int {
+  count_weighted = 0,  ///< HALOs: global sum / global count (default)
+  mean_of_means = 1,   ///< TRL: mean of the per-rank means
+};
 
-/// For each prompt i, the index of the completion it is paired with: (i + 1) mod B.
-/// Throws invalid_argument for B < 2 (a batch of one has no mismatched pair).
-inline std::vector<index_t> mismatched_pair_indices(index_t batch_size) {
+/// Which completion prompt i is paired with for the batch KL.
+enum class pairing : int {
+  previous = 0,  ///< TRL: (i - 1 + B) mod B (default)
+  next = 1,      ///< (i + 1) mod B
+};
+
+/// The largest batch mismatched_pair_indices allocates for (2^31 - 1 indices,
+/// 16 GiB); mismatched_pair_index computes one index for any B.
+inline constexpr index_t max_pair_indices = 2147483647;
+
+namespace detail {
+inline void require_valid(kl_reduction how) {
+  const int v = static_cast<int>(how);
+  if (v != 0 && v != 1)
+    ktsa::detail::fail_argument("kl_reduction", v,
+                                "is not a kl_reduction (count_weighted 0, mean_of_means 1)");
+}
+inline void require_valid(pairing p) {
+  const int v = static_cast<int>(p);
+  if (v != 0 && v != 1)
+    ktsa::detail::fail_argument("pairing", v, "is not a pairing (previous 0, next 1)");
+}
+inline void require_pair_batch(index_t batch_size) {
   ktsa::detail::require(batch_size >= 2, "batch_size", batch_size,
                         "must be >= 2 to form mismatched (prompt, completion) pairs");
-  std::vector<index_t> idx(static_cast<size_t>(batch_size));
-  for (index_t i = 0; i < batch_size; ++i) idx[static_cast<size_t>(i)] = (i + 1) % batch_size;
+}
+}  // namespace detail
+
+/// The index of the completion prompt i is paired with (no allocation).
+/// Throws invalid_argument for B < 2, i outside [0, B) or a bad pairing.
+inline index_t mismatched_pair_index(index_t i, index_t batch_size, pairing p = pairing::previous) {
+  detail::require_valid(p);
+  detail::require_pair_batch(batch_size);
+  ktsa::detail::require(i >= 0 && i < batch_size, "i", i, "must be in [0, batch_size)");
+  if (p == pairing::previous) return i == 0 ? batch_size - 1 : i - 1;
+  return i == batch_size - 1 ? 0 : i + 1;
+}
+
+/// For each prompt i, the index of the completion it is paired with:
+/// (i - 1 + B) mod B for pairing::previous (TRL's, default), (i + 1) mod B for next.
+/// Throws invalid_argument for B < 2 (a batch of one has no mismatched pair),
+/// for B > max_pair_indices, and (as invalid_argument naming B, never
+/// std::bad_alloc) when the vector cannot be allocated.
+inline std::vector<index_t> mismatched_pair_indices(index_t batch_size,
+                                                    pairing p = pairing::previous) {
+  detail::require_valid(p);
+  detail::require_pair_batch(batch_size);
+  ktsa::detail::require(batch_size <= max_pair_indices, "batch_size", batch_size,
+                        "exceeds loss::max_pair_indices (2^31 - 1); use mismatched_pair_index");
+  std::vector<index_t> idx;
+  try {
+    idx.resize(static_cast<size_t>(batch_size));
+  } catch (const std::bad_alloc&) {
+    ktsa::detail::fail_argument("batch_size", batch_size,
+                                "cannot allocate its pair indices; use mismatched_pair_index");
+  }
+  for (index_t i = 0; i < batch_size; ++i)
+    idx[static_cast<size_t>(i)] = mismatched_pair_index(i, batch_size, p);
   return idx;
 }
 
@@ -57,17 +122,30 @@ kl_partial kl_partial_sum(vector_view<P> kl_policy_logps, vector_view<R> kl_refe
   for (index_t i = 0; i < kl_policy_logps.extent(0); ++i)
     p.sum += static_cast<double>(kl_policy_logps[i]) - static_cast<double>(kl_reference_logps[i]);
   p.count = kl_policy_logps.extent(0);
+  if (!std::isfinite(p.sum))
+    throw data_error(
+        ktsa::detail::concat("ktsa: the sum of the KL log-ratios overflows double (", p.sum, ")"));
   return p;
 }
 
 /// z0 from the partials of every rank (one entry per rank). Ranks with no pairs
-/// are skipped by mean_of_means; an all-empty set is an error.
+/// are skipped by mean_of_means; an all-empty set is an error (invalid_argument),
+/// as are a negative count and a total count that overflows int64. A NaN or
+/// infinite partial sum, or a sum or mean that overflows double, is a data_error.
 inline double combine_kl_partials(const std::vector<kl_partial>& ranks,
                                   kl_reduction how = kl_reduction::count_weighted) {
+  detail::require_valid(how);
   double sum = 0, mean_sum = 0;
   index_t count = 0, ranks_with_pairs = 0;
-  for (const kl_partial& p : ranks) {
+  for (size_t k = 0; k < ranks.size(); ++k) {
+    const kl_partial& p = ranks[k];
     ktsa::detail::require(p.count >= 0, "kl_partial.count", p.count, "must be >= 0");
+    if (!std::isfinite(p.sum))
+      throw data_error(ktsa::detail::concat("ktsa: argument 'kl_partial.sum' of rank ", k,
+                                            " is not finite: ", p.sum));
+    ktsa::detail::require(p.count <= std::numeric_limits<index_t>::max() - count,
+                          "kl_partial.count", p.count,
+                          "makes the total KL pair count overflow int64");
     sum += p.sum;
     count += p.count;
     if (p.count > 0) {
@@ -80,6 +158,9 @@ inline double combine_kl_partials(const std::vector<kl_partial>& ranks,
   const double mean = how == kl_reduction::count_weighted
                           ? sum / static_cast<double>(count)
                           : mean_sum / static_cast<double>(ranks_with_pairs);
+  if (!std::isfinite(mean))
+    throw data_error(
+        ktsa::detail::concat("ktsa: the KL partial sums overflow double (mean ", mean, ")"));
   return std::max(0.0, mean);
 }
 

@@ -58,9 +58,12 @@ KTSA_HOST_DEVICE inline T value(T z, T alpha = T(0.88), T lambda = T(2.25), T z0
 }
 
 /// dv/dz. At z = z0 the gain side's slope is returned (see the file comment).
+/// NaN in z or z0 gives NaN, as value() does (pow(NaN, 0) = 1 would otherwise
+/// give lambda for alpha = 1).
 template <class T>
 KTSA_HOST_DEVICE inline T derivative(T z, T alpha = T(0.88), T lambda = T(2.25), T z0 = T(0),
                                      T epsilon = T(0)) {
+  if (math::isnan(z) || math::isnan(z0)) return z + z0;  // NaN
   const bool gain = z >= z0;
   const T d = (gain ? z - z0 : z0 - z) + epsilon;
   T slope;
@@ -73,13 +76,23 @@ KTSA_HOST_DEVICE inline T derivative(T z, T alpha = T(0.88), T lambda = T(2.25),
 
 /// Tversky-Kahneman (1992) probability weighting
 ///   w(p) = p^g / (p^g + (1 - p)^g)^(1/g),
-/// g = 0.61 for gains and 0.69 for losses in their estimates. w(0) = 0, w(1) = 1.
+/// g = 0.61 for gains and 0.69 for losses in their estimates. w(0) = 0, w(1) = 1,
+/// NaN p gives NaN. Where p^g + (1 - p)^g underflows to 0 or overflows (huge
+/// g, e.g. g = 1e300) the same w is computed in the log domain:
+///   log w = g log p - log m - log1p((min(p, 1-p) / m)^g) / g,  m = max(p, 1 - p),
+/// so w stays in [0, 1] instead of 0 / 0 = NaN.
 template <class T>
 KTSA_HOST_DEVICE inline T probability_weight(T p, T g) {
+  if (math::isnan(p) || math::isnan(g)) return p + g;  // NaN
   if (p <= T(0)) return T(0);
   if (p >= T(1)) return T(1);
+  const T q = T(1) - p;
   const T pg = math::pow(p, g);
-  return pg / math::pow(pg + math::pow(T(1) - p, g), T(1) / g);
+  const T s = pg + math::pow(q, g);
+  if (s > T(0) && s < math::infinity<T>()) return pg / math::pow(s, T(1) / g);
+  const T m = p > q ? p : q, lo = p > q ? q : p;
+  const T log_w = g * math::log(p) - math::log(m) - math::log1p(math::pow(lo / m, g)) / g;
+  return math::exp(log_w);
 }
 
 inline constexpr double gain_weighting_gamma = 0.61;
