@@ -10,6 +10,7 @@
 #include "ktsa/core/view.hpp"
 #include "ktsa/kernels/logprob.hpp"
 #include "ktsa/kernels/token_kl.hpp"
+#include "ktsa/loss/class_weights.hpp"
 #include "ktsa/loss/kto.hpp"
 #include "ktsa/loss/reference_point.hpp"
 #include "ktsa/metrics/classification.hpp"
