@@ -177,8 +177,8 @@ class experiment {
             const sim::product& p = shown(q);
             for (int d = 0; d < draws; ++d) {
               const std::vector<int> text = description(model, q, d);
-              const size_t slot = static_cast<size_t>(i) * static_cast<size_t>(draws) +
-                                  static_cast<size_t>(d);
+              const size_t slot =
+                  static_cast<size_t>(i) * static_cast<size_t>(draws) + static_cast<size_t>(d);
               const auto key = [&](std::uint64_t k) {
                 return sim::hash_keys(o_.seed, k, static_cast<std::uint64_t>(q.id),
                                       static_cast<std::uint64_t>(d));
@@ -195,17 +195,17 @@ class experiment {
   /// over the chart subset of held-out queries, one description each.
   curve_point chart_point(int step, const linear_policy* model) const {
     std::vector<double> buy(chart_.size()), ora(chart_.size());
-    ktsa::detail::parallel_chunks(
-        ktsa::exec::host{o_.threads}, static_cast<index_t>(chart_.size()), 256,
-        [&](index_t begin, index_t end) {
-          for (index_t i = begin; i < end; ++i) {
-            const sim::query& q = *chart_[static_cast<size_t>(i)];
-            const std::vector<int> text = description(model, q, 0);
-            buy[static_cast<size_t>(i)] = buyer_->action_probabilities(
-                buyer_->utility_total(q, shown(q), text), q.category)[0];
-            ora[static_cast<size_t>(i)] = learned_->probabilities(q, shown(q), text)[0];
-          }
-        });
+    ktsa::detail::parallel_chunks(ktsa::exec::host{o_.threads}, static_cast<index_t>(chart_.size()),
+                                  256, [&](index_t begin, index_t end) {
+                                    for (index_t i = begin; i < end; ++i) {
+                                      const sim::query& q = *chart_[static_cast<size_t>(i)];
+                                      const std::vector<int> text = description(model, q, 0);
+                                      buy[static_cast<size_t>(i)] = buyer_->action_probabilities(
+                                          buyer_->utility_total(q, shown(q), text), q.category)[0];
+                                      ora[static_cast<size_t>(i)] =
+                                          learned_->probabilities(q, shown(q), text)[0];
+                                    }
+                                  });
     curve_point c{step, 0, 0};
     for (size_t i = 0; i < buy.size(); ++i) {
       c.buyer += buy[i] / static_cast<double>(buy.size());
@@ -253,7 +253,7 @@ class experiment {
   const sim::oracle* feedback_ = nullptr;
   const sim::learned_oracle* learned_ = nullptr;
   ktsa::loss::class_weights weights_{};
-  std::vector<int> row_of_category_;        // category id -> report row
+  std::vector<int> row_of_category_;      // category id -> report row
   std::vector<const sim::query*> chart_;  // held-out queries of the chart
 };
 

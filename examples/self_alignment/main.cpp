@@ -20,6 +20,7 @@
 // Read this code as a template: replace linear_policy with your model's
 // forward/backward and the Oracle with your own ktsa::sim::oracle.
 #include <sys/stat.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -171,10 +172,12 @@ int main(int argc, char** argv) try {
       KTSA_VERSION_STRING, o.market.c_str(), static_cast<unsigned long long>(o.seed),
       ex.market().categories().size(), ex.market().train_queries().size(),
       ex.market().test_queries().size(), o.mle_steps, o.steps, o.batch,
-      o.feedback == "oracle" ? "learned Oracle" : "the buyer itself", o.class_weights ? "on" : "off");
+      o.feedback == "oracle" ? "learned Oracle" : "the buyer itself",
+      o.class_weights ? "on" : "off");
   if (paper) {
-    std::printf("buyer calibrated on the training queries' listings: purchase / add-to-cart "
-                "threshold per category\n");
+    std::printf(
+        "buyer calibrated on the training queries' listings: purchase / add-to-cart "
+        "threshold per category\n");
     for (int c : ex.market().categories())
       std::printf("  %-15s %+.4f / %+.4f  (target CVR %.2f%%, add to cart %.2f%%)\n",
                   sim::category(c).name, ex.buyer().purchase_threshold(c),
@@ -209,12 +212,14 @@ int main(int argc, char** argv) try {
     if (n_buy > 0 && n_abandon > 0) {
       const auto w = ktsa::loss::balanced_weights(n_buy, n_abandon);
       ex.set_class_weights(w);
-      std::printf("class weights from the log's train split (%lld purchases, %lld abandons): "
-                  "lambda_D %.4f, lambda_U %.4f\n\n",
-                  static_cast<long long>(n_buy), static_cast<long long>(n_abandon), w.desirable,
-                  w.undesirable);
+      std::printf(
+          "class weights from the log's train split (%lld purchases, %lld abandons): "
+          "lambda_D %.4f, lambda_U %.4f\n\n",
+          static_cast<long long>(n_buy), static_cast<long long>(n_abandon), w.desirable,
+          w.undesirable);
     } else {
-      std::printf("class weights: the log has no purchase or no abandon; lambda_D = lambda_U = 1\n\n");
+      std::printf(
+          "class weights: the log has no purchase or no abandon; lambda_D = lambda_U = 1\n\n");
     }
   }
   const auto t_setup = seconds_since(t0);
@@ -281,8 +286,10 @@ int main(int argc, char** argv) try {
 
   // A few descriptions side by side, to see what each arm learned.
   std::ofstream samples(o.out + "/samples.txt");
-  for (size_t i = 0; i < test.size() && i < 40; i += 5) {
-    const sim::query& q = test[i];
+  // Two held-out queries per category (the queries are grouped by category).
+  const size_t sample_rows = std::min<size_t>(test.size(), 2 * ex.market().categories().size());
+  for (size_t k = 0; k < sample_rows; ++k) {
+    const sim::query& q = test[k * test.size() / sample_rows];
     const sim::product& p = ex.shown(q);
     samples << q.text << "  [" << p.title << ", " << p.rating << " stars; praised:";
     for (int a : p.top_features)
@@ -304,9 +311,10 @@ int main(int argc, char** argv) try {
   std::printf("Table 3, Oracle view: the same impressions judged by the learned Oracle\n\n%s\n",
               ov_md.c_str());
   const std::string png = write_chart(o, base_point, mle_curve, kto_curve, ktsa_curve);
-  std::printf("tables: %s/{table1_log,table2_oracles,cvr_table,cvr_table_oracle,"
-              "cvr_buyer_vs_oracle}.{md,csv}  samples: %s/samples.txt\n",
-              o.out.c_str(), o.out.c_str());
+  std::printf(
+      "tables: %s/{table1_log,table2_oracles,cvr_table,cvr_table_oracle,"
+      "cvr_buyer_vs_oracle}.{md,csv}  samples: %s/samples.txt\n",
+      o.out.c_str(), o.out.c_str());
   if (!png.empty()) std::printf("chart: %s\n", png.c_str());
   if (o.timing)
     std::printf("time: setup + Oracle %.1f s, training %.1f s, evaluation %.1f s\ndone in %.1f s\n",

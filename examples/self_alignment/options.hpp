@@ -20,7 +20,7 @@ struct options {
   /// "classic": the uncalibrated high-CVR market (about a third of impressions
   /// convert), arms trained against the buyer itself; a teaching setting.
   std::string market = "paper";
-  std::string feedback;  ///< "oracle" or "buyer"; empty: oracle (paper), buyer (classic)
+  std::string feedback;    ///< "oracle" or "buyer"; empty: oracle (paper), buyer (classic)
   int class_weights = -1;  ///< loss::balanced_weights on (1) or off (0); -1: on for paper
   int steps = 2500;        ///< KTO / KTSA steps
   int mle_steps = 300;     ///< supervised steps on the seller's descriptions
@@ -37,8 +37,8 @@ struct options {
   /// in this model; see docs/self_alignment.md for the sweep.
   double gamma = 0.01;
   int products_per_category = 60;
-  int train_queries = -1;  ///< per category; -1: 50000 (paper), 300 (classic)
-  int test_queries = -1;   ///< per category; -1: 50000 (paper), 150 (classic)
+  int train_queries = -1;    ///< per category; -1: 50000 (paper), 300 (classic)
+  int test_queries = -1;     ///< per category; -1: 50000 (paper), 150 (classic)
   int chart_queries = 4000;  ///< held-out queries behind each chart point
   int threads = 2;           ///< evaluation threads (KTO and KTSA train side by side)
   bool timing = true;        ///< print wall times (off for comparing outputs)

@@ -96,10 +96,10 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
       const sim::query& q = *qs[i];
       prompt x = prompt_of(q);
       std::vector<int> text = model.sample(x, gen);
-      const sim::action a =
-          feedback_->respond(q, shown(q), text,
-                             sim::hash_keys(o_.seed, key_train_buyer, static_cast<std::uint64_t>(arm),
-                                            static_cast<std::uint64_t>(step), i));
+      const sim::action a = feedback_->respond(
+          q, shown(q), text,
+          sim::hash_keys(o_.seed, key_train_buyer, static_cast<std::uint64_t>(arm),
+                         static_cast<std::uint64_t>(step), i));
       ++win_shown;
       win_buys += a == sim::action::purchase;
       // 2. Purchase -> desirable, abandon -> undesirable; add-to-cart is an
@@ -150,10 +150,10 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
           extended_ptr[static_cast<size_t>(i)] = &extended[static_cast<size_t>(i)];
         }
         model.forward(extended_ptr, seqs, key.design, key.logits);
-        ktsa::kernels::token_kl_forward(
-            ex, logits_view(pol.logits, n), logits_view(key.logits, n),
-            make_view(labels.data(), n, index_t{max_len}), make_view(kl),
-            ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
+        ktsa::kernels::token_kl_forward(ex, logits_view(pol.logits, n), logits_view(key.logits, n),
+                                        make_view(labels.data(), n, index_t{max_len}),
+                                        make_view(kl), ktsa::matrix_view<float>{},
+                                        ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
         for (index_t i = 0; i < n; ++i)
           key_kls[static_cast<size_t>(i * sim::num_key_features + k)] = kl[static_cast<size_t>(i)];
       }
@@ -167,8 +167,9 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
           win_keykl += key_kls[static_cast<size_t>(i * sim::num_key_features + k)] /
                        static_cast<double>(n * sim::num_key_features);
       }
-      res = ktsa::loss::kto_loss(ex, make_view(pol.logp), make_view(ref.logp), make_view(desirable),
-                                 make_view(z0s), cfg, ktsa::vector_view<double>{}, make_view(dlogp));
+      res =
+          ktsa::loss::kto_loss(ex, make_view(pol.logp), make_view(ref.logp), make_view(desirable),
+                               make_view(z0s), cfg, ktsa::vector_view<double>{}, make_view(dlogp));
       win_z0 += res.metrics.kl;
     }
     // 5. Backpropagate through the log-prob kernel into the policy.

@@ -117,8 +117,8 @@ inline buyer_params calibrate_thresholds(const buyer_params& start,
   for (size_t i = 0; i < sample.size(); ++i) {
     const shown_impression& s = sample[i];
     if (s.q == nullptr || s.p == nullptr || s.description == nullptr)
-      throw invalid_argument(detail::concat("ktsa: argument 'sample' has a null pointer at index ",
-                                            i));
+      throw invalid_argument(
+          detail::concat("ktsa: argument 'sample' has a null pointer at index ", i));
     utilities[static_cast<size_t>(s.p->category)].push_back(
         buyer.utility_total(*s.q, *s.p, *s.description));
   }
