@@ -3,11 +3,15 @@
 # training log; the lines naming output paths dropped) with a checked-in file.
 # The output must be the same on every x86-64 machine of that SIMD level.
 #
-#   cmake -DEXE=... -DLEVEL=scalar|avx2|avx512 -DEXPECTED=... -DOUT=... [-DUPDATE=1] -P same_table.cmake
+#   cmake -DEXE=... -DLEVEL=scalar|avx2|avx512 -DEXPECTED=... -DOUT=... [-DTHREADS=2]
+#         [-DUPDATE=1] -P same_table.cmake
 #
 # UPDATE=1 writes the expected file instead of comparing (after a deliberate
 # change of the example's numbers). Prints "skipped: ..." (the test's skip
 # pattern) when the CPU lacks the level.
+if(NOT DEFINED THREADS)
+  set(THREADS 2)
+endif()
 foreach(var EXE LEVEL EXPECTED OUT)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "same_table.cmake: -D${var}=... is required")
@@ -31,7 +35,7 @@ set(ENV{KTSA_SIMD} ${LEVEL})
 execute_process(
   COMMAND ${EXE} --categories Books,Apparel --train-queries 400 --test-queries 200 --steps 40
           --mle-steps 30 --batch 32 --eval-every 20 --eval-draws 2 --chart-queries 100
-          --threads 2 --timing 0 --out ${OUT}
+          --threads ${THREADS} --timing 0 --out ${OUT}
   OUTPUT_VARIABLE out
   ERROR_VARIABLE err
   RESULT_VARIABLE rc)
