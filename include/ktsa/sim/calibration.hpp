@@ -39,7 +39,7 @@ inline constexpr std::array<double, num_categories> paper_base_cvr = {
 /// in the sample's order.
 inline double expected_rate_above(const std::vector<double>& utilities, double threshold,
                                   double noise_scale) {
-  detail::require(!utilities.empty(), "utilities.size", 0, "must be > 0");
+  ktsa::detail::require(!utilities.empty(), "utilities.size", 0, "must be > 0");
   double sum = 0;
   for (double u : utilities) sum += prospect_buyer::above(u, threshold, noise_scale);
   return sum / static_cast<double>(utilities.size());
@@ -51,14 +51,14 @@ inline double expected_rate_above(const std::vector<double>& utilities, double t
 /// result is the largest t whose rate is >= target_rate, to within 1e-12.
 inline double fit_threshold(const std::vector<double>& utilities, double noise_scale,
                             double target_rate) {
-  detail::require(!utilities.empty(), "utilities.size", 0, "must be > 0");
-  detail::require(std::isfinite(target_rate) && target_rate > 0 && target_rate < 1, "target_rate",
+  ktsa::detail::require(!utilities.empty(), "utilities.size", 0, "must be > 0");
+  ktsa::detail::require(std::isfinite(target_rate) && target_rate > 0 && target_rate < 1, "target_rate",
                   target_rate, "must be in (0, 1)");
-  detail::require(std::isfinite(noise_scale) && noise_scale >= 0, "noise_scale", noise_scale,
+  ktsa::detail::require(std::isfinite(noise_scale) && noise_scale >= 0, "noise_scale", noise_scale,
                   "must be finite and >= 0");
   double lo = utilities[0], hi = utilities[0];
   for (double u : utilities) {
-    detail::require(std::isfinite(u), "utility", u, "must be finite");
+    ktsa::detail::require(std::isfinite(u), "utility", u, "must be finite");
     lo = std::min(lo, u);
     hi = std::max(hi, u);
   }
@@ -111,14 +111,14 @@ inline buyer_params calibrate_thresholds(const buyer_params& start,
                                          const std::vector<shown_impression>& sample,
                                          const calibration_targets& targets = {}) {
   const prospect_buyer buyer(start);
-  detail::require(start.noise_scale > 0, "noise_scale", start.noise_scale,
+  ktsa::detail::require(start.noise_scale > 0, "noise_scale", start.noise_scale,
                   "must be > 0 to calibrate (the rate is a step otherwise)");
   std::array<std::vector<double>, num_categories> utilities;
   for (size_t i = 0; i < sample.size(); ++i) {
     const shown_impression& s = sample[i];
     if (s.q == nullptr || s.p == nullptr || s.description == nullptr)
       throw invalid_argument(
-          detail::concat("ktsa: argument 'sample' has a null pointer at index ", i));
+          ktsa::detail::concat("ktsa: argument 'sample' has a null pointer at index ", i));
     utilities[static_cast<size_t>(s.p->category)].push_back(
         buyer.utility_total(*s.q, *s.p, *s.description));
   }
@@ -130,8 +130,8 @@ inline buyer_params calibrate_thresholds(const buyer_params& start,
     if (u.empty()) continue;
     const double buy = targets.purchase_rate[static_cast<size_t>(c)];
     const double cart = targets.cart_rate[static_cast<size_t>(c)];
-    detail::require(buy > 0 && buy < 1, "purchase_rate", buy, "must be in (0, 1)");
-    detail::require(cart >= 0 && buy + cart < 1, "cart_rate", cart,
+    ktsa::detail::require(buy > 0 && buy < 1, "purchase_rate", buy, "must be in (0, 1)");
+    ktsa::detail::require(cart >= 0 && buy + cart < 1, "cart_rate", cart,
                     "must be >= 0 with purchase_rate + cart_rate < 1");
     out.purchase_threshold_by_category[static_cast<size_t>(c)] =
         fit_threshold(u, start.noise_scale, buy);

@@ -67,7 +67,7 @@ inline oracle_feature_vector make_oracle_features(oracle_features set, const que
                                                   const product& p,
                                                   const std::vector<int>& description) {
   validate_description(description);
-  detail::require(q.category == p.category, "query.category", q.category,
+  ktsa::detail::require(q.category == p.category, "query.category", q.category,
                   "must equal the product's category");
   oracle_feature_vector x{};
   if (set == oracle_features::prior_only) return x;
@@ -164,8 +164,8 @@ class action_model {
   /// (with one pseudo-count each), so prior_only is exactly the smoothed prior.
   static action_model fit(oracle_features set, const std::vector<logged_example>& train,
                           const oracle_training& t = {}) {
-    detail::require(!train.empty(), "train.size", 0, "must be > 0");
-    detail::require(t.epochs >= 0 && t.batch >= 1, "oracle_training", t.batch,
+    ktsa::detail::require(!train.empty(), "train.size", 0, "must be > 0");
+    ktsa::detail::require(t.epochs >= 0 && t.batch >= 1, "oracle_training", t.batch,
                     "epochs must be >= 0 and batch >= 1");
     action_model m;
     m.set_ = set;
@@ -261,7 +261,7 @@ class action_model {
 
   /// Mean negative log-likelihood of the actions of `data` (natural log).
   double log_loss(const std::vector<logged_example>& data) const {
-    detail::require(!data.empty(), "data.size", 0, "must be > 0");
+    ktsa::detail::require(!data.empty(), "data.size", 0, "must be > 0");
     double s = 0;
     for (const auto& e : data)
       s -= std::log(std::max(1e-300, probabilities(e.x)[static_cast<size_t>(e.act)]));
