@@ -52,10 +52,10 @@ inline double expected_rate_above(const std::vector<double>& utilities, double t
 inline double fit_threshold(const std::vector<double>& utilities, double noise_scale,
                             double target_rate) {
   ktsa::detail::require(!utilities.empty(), "utilities.size", 0, "must be > 0");
-  ktsa::detail::require(std::isfinite(target_rate) && target_rate > 0 && target_rate < 1, "target_rate",
-                  target_rate, "must be in (0, 1)");
+  ktsa::detail::require(std::isfinite(target_rate) && target_rate > 0 && target_rate < 1,
+                        "target_rate", target_rate, "must be in (0, 1)");
   ktsa::detail::require(std::isfinite(noise_scale) && noise_scale >= 0, "noise_scale", noise_scale,
-                  "must be finite and >= 0");
+                        "must be finite and >= 0");
   double lo = utilities[0], hi = utilities[0];
   for (double u : utilities) {
     ktsa::detail::require(std::isfinite(u), "utility", u, "must be finite");
@@ -112,7 +112,7 @@ inline buyer_params calibrate_thresholds(const buyer_params& start,
                                          const calibration_targets& targets = {}) {
   const prospect_buyer buyer(start);
   ktsa::detail::require(start.noise_scale > 0, "noise_scale", start.noise_scale,
-                  "must be > 0 to calibrate (the rate is a step otherwise)");
+                        "must be > 0 to calibrate (the rate is a step otherwise)");
   std::array<std::vector<double>, num_categories> utilities;
   for (size_t i = 0; i < sample.size(); ++i) {
     const shown_impression& s = sample[i];
@@ -132,7 +132,7 @@ inline buyer_params calibrate_thresholds(const buyer_params& start,
     const double cart = targets.cart_rate[static_cast<size_t>(c)];
     ktsa::detail::require(buy > 0 && buy < 1, "purchase_rate", buy, "must be in (0, 1)");
     ktsa::detail::require(cart >= 0 && buy + cart < 1, "cart_rate", cart,
-                    "must be >= 0 with purchase_rate + cart_rate < 1");
+                          "must be >= 0 with purchase_rate + cart_rate < 1");
     out.purchase_threshold_by_category[static_cast<size_t>(c)] =
         fit_threshold(u, start.noise_scale, buy);
     out.cart_threshold_by_category[static_cast<size_t>(c)] =

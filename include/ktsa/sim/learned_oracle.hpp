@@ -68,7 +68,7 @@ inline oracle_feature_vector make_oracle_features(oracle_features set, const que
                                                   const std::vector<int>& description) {
   validate_description(description);
   ktsa::detail::require(q.category == p.category, "query.category", q.category,
-                  "must equal the product's category");
+                        "must equal the product's category");
   oracle_feature_vector x{};
   if (set == oracle_features::prior_only) return x;
   std::array<bool, attributes_per_category> claimed{}, needed{};
@@ -166,7 +166,7 @@ class action_model {
                           const oracle_training& t = {}) {
     ktsa::detail::require(!train.empty(), "train.size", 0, "must be > 0");
     ktsa::detail::require(t.epochs >= 0 && t.batch >= 1, "oracle_training", t.batch,
-                    "epochs must be >= 0 and batch >= 1");
+                          "epochs must be >= 0 and batch >= 1");
     action_model m;
     m.set_ = set;
     m.dim_ = oracle_feature_count(set);
