@@ -10,7 +10,8 @@
 //      the feedback: purchases desirable, abandons undesirable, for KTO and
 //      KTSA (with loss::balanced_weights, since purchases are rare);
 //   4. four arms on held-out queries (Table 3), under the true buyer and under
-//      the Oracle: the gap is what the generator learned of the Oracle's errors.
+//      the Oracle: the gap is how far the Oracle's verdict departs from the
+//      buyer's (compare --feedback buyer for how much of it training learned).
 //        Base  the seller's original descriptions
 //        MLE   the generator trained to imitate the seller's descriptions
 //        KTO   MLE + KTO, z0 from mismatched pairs
