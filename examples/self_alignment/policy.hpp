@@ -210,11 +210,13 @@ class linear_policy {
       logits_of(f, logits);
       const float m = logits.maxCoeff();
       double total = 0;
-      for (int v = 0; v < vocab; ++v) total += std::exp(static_cast<double>(logits[v] - m));
+      double weight[vocab];  // each exp once: sampling is the example's hot loop
+      for (int v = 0; v < vocab; ++v)
+        total += (weight[v] = std::exp(static_cast<double>(logits[v] - m)));
       double u = gen.uniform() * total;
       int token = vocab - 1;
       for (int v = 0; v < vocab; ++v) {
-        u -= std::exp(static_cast<double>(logits[v] - m));
+        u -= weight[v];
         if (u <= 0) {
           token = v;
           break;

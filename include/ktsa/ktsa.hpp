@@ -22,5 +22,7 @@
 #include "ktsa/metrics/special.hpp"
 #include "ktsa/prospect/value.hpp"
 #include "ktsa/sim/buyer.hpp"
+#include "ktsa/sim/calibration.hpp"
 #include "ktsa/sim/catalogue.hpp"
+#include "ktsa/sim/learned_oracle.hpp"
 #include "ktsa/sim/random.hpp"

@@ -36,7 +36,11 @@
 //
 // and the decision adds logistic noise of scale noise_scale drawn from a hash
 // of (buyer seed, draw key): purchase if U + e >= purchase_threshold, add to
-// cart if U + e >= cart_threshold, abandon otherwise.
+// cart if U + e >= cart_threshold, abandon otherwise. The thresholds may be set
+// per category (how much net value a shopper of that category asks before
+// paying); sim/calibration.hpp fits them to target conversion rates. With
+// logistic noise P(purchase) = sigmoid((U - purchase_threshold) / noise_scale)
+// exactly, which action_probabilities() returns.
 #pragma once
 
 #include <array>
@@ -99,6 +103,10 @@ struct buyer_params {
   double noise_scale = 0.15;
   double purchase_threshold = -0.3;
   double cart_threshold = -0.5;
+  /// Per-category thresholds, indexed by category id: empty (the two above
+  /// apply everywhere) or num_categories entries each.
+  std::vector<double> purchase_threshold_by_category;
+  std::vector<double> cart_threshold_by_category;
 };
 
 inline void validate(const buyer_params& b) {
@@ -135,6 +143,18 @@ inline void validate(const buyer_params& b) {
                   "must be finite");
   detail::require(finite(b.cart_threshold) && b.cart_threshold <= b.purchase_threshold,
                   "cart_threshold", b.cart_threshold, "must be finite and <= purchase_threshold");
+  const auto n_p = b.purchase_threshold_by_category.size(),
+             n_c = b.cart_threshold_by_category.size();
+  detail::require(n_p == 0 || n_p == static_cast<size_t>(num_categories),
+                  "purchase_threshold_by_category.size", n_p, "must be 0 or 8");
+  detail::require(n_c == n_p, "cart_threshold_by_category.size", n_c,
+                  "must equal purchase_threshold_by_category.size");
+  for (size_t c = 0; c < n_p; ++c) {
+    const double tp = b.purchase_threshold_by_category[c], tc = b.cart_threshold_by_category[c];
+    detail::require(finite(tp), "purchase_threshold_by_category", tp, "must be finite");
+    detail::require(finite(tc) && tc <= tp, "cart_threshold_by_category", tc,
+                    "must be finite and <= the category's purchase threshold");
+  }
 }
 
 /// The parts of a buyer's utility, for inspection and tests.
@@ -171,6 +191,75 @@ class prospect_buyer final : public oracle {
 
   utility_breakdown utility(const query& q, const product& prod,
                             const std::vector<int>& description) const {
+    utility_breakdown u;
+    evaluate(q, prod, description, &u);
+    return u;
+  }
+
+  /// U alone, without the breakdown's allocations (the hot path of respond()).
+  double utility_total(const query& q, const product& prod,
+                       const std::vector<int>& description) const {
+    return evaluate(q, prod, description, nullptr);
+  }
+
+  /// The logistic noise of one decision: noise_scale * logit(u), u from the key.
+  double noise(std::uint64_t draw) const {
+    const double uni = to_open_unit(hash_key(p_.seed, draw));
+    return p_.noise_scale * std::log(uni / (1.0 - uni));
+  }
+
+  /// The thresholds that apply to a category.
+  double purchase_threshold(int category_id) const {
+    return p_.purchase_threshold_by_category.empty()
+               ? p_.purchase_threshold
+               : p_.purchase_threshold_by_category.at(static_cast<size_t>(category_id));
+  }
+  double cart_threshold(int category_id) const {
+    return p_.cart_threshold_by_category.empty()
+               ? p_.cart_threshold
+               : p_.cart_threshold_by_category.at(static_cast<size_t>(category_id));
+  }
+
+  /// The action for a given utility and noise (the decision rule alone), with
+  /// the global thresholds.
+  action decide(double utility_total, double noise_value) const {
+    return decide_between(utility_total + noise_value, p_.purchase_threshold, p_.cart_threshold);
+  }
+  /// The same with the thresholds of a category.
+  action decide(double utility_total, double noise_value, int category_id) const {
+    return decide_between(utility_total + noise_value, purchase_threshold(category_id),
+                          cart_threshold(category_id));
+  }
+
+  /// P(purchase), P(add to cart), P(abandon) for a utility in a category: the
+  /// exact probabilities of decide() under the logistic noise.
+  std::array<double, 3> action_probabilities(double utility_total, int category_id) const {
+    const double buy = above(utility_total, purchase_threshold(category_id), p_.noise_scale);
+    const double cart_or_buy = above(utility_total, cart_threshold(category_id), p_.noise_scale);
+    return {buy, cart_or_buy - buy, 1.0 - cart_or_buy};
+  }
+
+  action respond(const query& q, const product& prod, const std::vector<int>& description,
+                 std::uint64_t draw) const override {
+    return decide(utility_total(q, prod, description), noise(draw), prod.category);
+  }
+
+  /// P(U + e >= threshold) for logistic e of scale s (s = 0: a step).
+  static double above(double utility_total, double threshold, double s) {
+    if (s == 0) return utility_total >= threshold ? 1.0 : 0.0;
+    return 1.0 / (1.0 + std::exp(-(utility_total - threshold) / s));
+  }
+
+ private:
+  static action decide_between(double latent, double purchase, double cart) {
+    if (latent >= purchase) return action::purchase;
+    if (latent >= cart) return action::add_to_cart;
+    return action::abandon;
+  }
+
+  // The utility; fills *out when given (one code path for both uses).
+  double evaluate(const query& q, const product& prod, const std::vector<int>& description,
+                  utility_breakdown* out) const {
     validate_description(description);
     detail::require(q.category == prod.category, "query.category", q.category,
                     "must equal the product's category");
@@ -180,7 +269,8 @@ class prospect_buyer final : public oracle {
       vocabulary::check_attribute(q.category, n.attribute);
       needed[static_cast<size_t>(n.attribute)] = true;
     }
-    utility_breakdown u;
+    utility_breakdown local;  // only its scalars are used when out is null
+    utility_breakdown& u = out ? *out : local;
     for (int t : description) {
       if (t == vocabulary::eos) break;
       if (vocabulary::is_filler(t)) {
@@ -225,35 +315,17 @@ class prospect_buyer final : public oracle {
                                prospect::value(1.0 - z, p_.alpha, p_.lambda) +
                            prospect::probability_weight(1.0 - prob, p_.loss_weighting) *
                                prospect::value(0.0 - z, p_.alpha, p_.lambda);
-      u.need_probability.push_back(prob);
-      u.need_reference.push_back(z);
-      u.need_value.push_back(value);
+      if (out) {
+        out->need_probability.push_back(prob);
+        out->need_reference.push_back(z);
+        out->need_value.push_back(value);
+      }
       u.needs += n.weight * value;
     }
     u.total = u.needs + u.deception + u.attention;
-    return u;
+    return u.total;
   }
 
-  /// The logistic noise of one decision: noise_scale * logit(u), u from the key.
-  double noise(std::uint64_t draw) const {
-    const double uni = to_open_unit(hash_key(p_.seed, draw));
-    return p_.noise_scale * std::log(uni / (1.0 - uni));
-  }
-
-  /// The action for a given utility and noise (the decision rule alone).
-  action decide(double utility_total, double noise_value) const {
-    const double latent = utility_total + noise_value;
-    if (latent >= p_.purchase_threshold) return action::purchase;
-    if (latent >= p_.cart_threshold) return action::add_to_cart;
-    return action::abandon;
-  }
-
-  action respond(const query& q, const product& prod, const std::vector<int>& description,
-                 std::uint64_t draw) const override {
-    return decide(utility(q, prod, description).total, noise(draw));
-  }
-
- private:
   buyer_params p_;
 };
 
