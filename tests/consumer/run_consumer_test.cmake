@@ -45,6 +45,9 @@ if(KTSA_MODE STREQUAL "install")
   build_and_run(${KTSA_WORK_DIR}/plain)
   configure_consumer(${KTSA_WORK_DIR}/components "-DKTSA_CONSUMER_COMPONENTS=${components}")
   build_and_run(${KTSA_WORK_DIR}/components)
+  if(KTSA_TEST_CUDA_COMPONENT)  # where the CUDA toolkit is installed: configure only
+    configure_consumer(${KTSA_WORK_DIR}/cuda -DKTSA_CONSUMER_COMPONENTS=cuda)
+  endif()
 elseif(KTSA_MODE STREQUAL "share_layout")
   # What ports/ktsa/portfile.cmake and conanfile.py do: a release configure of
   # the headers only, config files in share/ktsa.
