@@ -3,6 +3,9 @@
 # examples; does nothing for packages that are already there.
 set -euo pipefail
 packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
+# Interop adapters, packaging tests and the torch clients (issue 12).
+packages+=(xtensor-dev libdlpack-dev pkg-config libtorch-dev python3-torch python3-dev
+           python3-setuptools ninja-build pybind11-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

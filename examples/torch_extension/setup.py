@@ -1,0 +1,24 @@
+# Builds the ktsa PyTorch extension against the installed torch:
+#   python3 setup.py build_ext --inplace        (or: pip install .)
+# KTSA_INCLUDE_DIR points at ktsa's include/ (default: this repository's).
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+here = os.path.dirname(os.path.abspath(__file__))
+include = os.environ.get("KTSA_INCLUDE_DIR", os.path.join(here, "..", "..", "include"))
+
+setup(
+    name="ktsa_torch_ext",
+    version="0.1.0",
+    ext_modules=[
+        CppExtension(
+            "ktsa_torch_ext",
+            [os.path.join(here, "ktsa_ext.cpp")],
+            include_dirs=[include, os.path.join(here, "..", "libtorch_kto")],
+            extra_compile_args=["-O2", "-std=c++17"],  # ktsa is C++17; torch 1.13 passes c++14 first
+        )
+    ],
+    cmdclass={"build_ext": BuildExtension},
+)
