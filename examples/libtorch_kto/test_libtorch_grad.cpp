@@ -99,7 +99,10 @@ CATCH_TEST_CASE("libtorch: KtoLoss equals libtorch autograd in fp64 for every va
         const auto z0 =
             per_example ? torch::rand({B}, torch::kFloat64) : torch::tensor(0.4, torch::kFloat64);
         ktsa::loss::bco_running_mean state(0.12, 5);
-        const double delta = state.mean();
+        // bco's default order (TRL's, before_loss) folds this batch's beta * r
+        // into the running mean before the loss; delta carries no gradient.
+        const double delta =
+            (0.12 * 5 + (c.beta * (pol0 - ref)).sum().item<double>()) / static_cast<double>(5 + B);
         auto p1 = pol0.clone().requires_grad_(true);
         auto p2 = pol0.clone().requires_grad_(true);
         ktsa::loss::batch_metrics m;
@@ -114,7 +117,7 @@ CATCH_TEST_CASE("libtorch: KtoLoss equals libtorch autograd in fp64 for every va
           CATCH_CHECK(std::abs(g1[i].item<double>() - g2[i].item<double>()) <=
                       1e-10 * std::abs(g2[i].item<double>()) + 1e-300);
         CATCH_CHECK(m.chosen_count == 5);
-        if (v == variant::bco) CATCH_CHECK(state.count() == 5 + B);  // updated after the loss
+        if (v == variant::bco) CATCH_CHECK(state.count() == 5 + B);  // batch folded in
       }
     }
   }

@@ -28,6 +28,17 @@ const std::vector<std::pair<std::string, variant>>& variant_names() {
   return names;
 }
 
+// Names of loss::bco_update (TRL's order, before_loss, is the default).
+const std::vector<std::pair<std::string, ktsa::loss::bco_update>>& bco_order_names() {
+  using ktsa::loss::bco_update;
+  static const std::vector<std::pair<std::string, bco_update>> names = {
+      {"before_loss", bco_update::before_loss},
+      {"after_loss", bco_update::after_loss},
+      {"none", bco_update::none},
+  };
+  return names;
+}
+
 template <class E>
 E enum_from_name(const std::vector<std::pair<std::string, E>>& names, const char* field,
                  const std::string& value) {
@@ -41,8 +52,8 @@ E enum_from_name(const std::vector<std::pair<std::string, E>>& names, const char
 }
 
 // One row per field of ktsa::loss::config: the keyword and how to set it.
-// A new field (an enum such as bco_order or pairing) is one more row here,
-// plus a name table like variant_names().
+// A new field is one more row here (an enum also needs a name table like
+// variant_names()).
 using setter = std::function<void(ktsa::loss::config&, py::handle)>;
 const std::vector<std::pair<std::string, setter>>& config_fields() {
   static const std::vector<std::pair<std::string, setter>> fields = {
@@ -55,6 +66,10 @@ const std::vector<std::pair<std::string, setter>>& config_fields() {
       {"variant",
        [](ktsa::loss::config& c, py::handle v) {
          c.kind = enum_from_name(variant_names(), "variant", v.cast<std::string>());
+       }},
+      {"bco_order",
+       [](ktsa::loss::config& c, py::handle v) {
+         c.bco_order = enum_from_name(bco_order_names(), "bco_order", v.cast<std::string>());
        }},
   };
   return fields;
@@ -165,8 +180,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "The KTO-family batch loss of per-sequence log-probs; options: beta, desirable_weight, "
       "undesirable_weight, gamma, variant ('kto', 'kto_log_sigmoid', 'ktsa', "
-      "'apo_zero_unpaired', 'bco'). z0 is a float or a [B] tensor; bco_state is required "
-      "for 'bco' (updated by the call).",
+      "'apo_zero_unpaired', 'bco'), bco_order ('before_loss' = TRL's default, 'after_loss', "
+      "'none' = evaluation). z0 is a float or a [B] tensor; bco_state is required for 'bco' "
+      "(updated by the call unless bco_order is 'none').",
       py::arg("policy_logps"), py::arg("reference_logps"), py::arg("desirable"),
       py::arg("z0") = 0.0, py::arg("bco_state") = nullptr, py::arg("return_metrics") = false);
 

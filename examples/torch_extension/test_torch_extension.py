@@ -96,8 +96,12 @@ for variant in ("kto", "kto_log_sigmoid", "ktsa", "apo_zero_unpaired", "bco"):
             name = f"kto_loss {variant} {opts} z0={'tensor' if torch.is_tensor(z0) else z0}"
 
             def ours(p):
+                # bco with after_loss: delta is the state's prior mean, independent of
+                # p, so gradcheck's finite differences see the same function.
                 state = kt.BcoRunningMean(0.12, 5) if variant == "bco" else None
-                return kt.kto_loss(p, ref, d, z0=z0, bco_state=state, variant=variant, **opts)
+                extra = {"bco_order": "after_loss"} if variant == "bco" else {}
+                return kt.kto_loss(p, ref, d, z0=z0, bco_state=state, variant=variant, **opts,
+                                   **extra)
 
             p1 = pol.clone().requires_grad_(True)
             p2 = pol.clone().requires_grad_(True)
@@ -109,6 +113,29 @@ for variant in ("kto", "kto_log_sigmoid", "ktsa", "apo_zero_unpaired", "bco"):
             check(rel(p1.grad, p2.grad) <= 1e-12, name + " gradient")
             check(torch.autograd.gradcheck(ours, (pol.clone().requires_grad_(True),)),
                   name + " gradcheck")
+
+# bco's default order (TRL's, before_loss): the batch's beta * r is folded into the
+# running mean first; delta carries no gradient (TRL's running mean is detached).
+for beta in (0.1, 0.4):
+    p1 = pol.clone().requires_grad_(True)
+    p2 = pol.clone().requires_grad_(True)
+    state = kt.BcoRunningMean(0.12, 5)
+    a = kt.kto_loss(p1, ref, d, bco_state=state, variant="bco", beta=beta)
+    delta = (0.12 * 5 + (beta * (pol - ref)).sum().item()) / (5 + B)
+    b = plain_kto(p2, ref, d, 0.0, "bco", beta=beta, delta=delta)
+    check(abs(a.item() - b.item()) <= 1e-12 * abs(b.item()), f"bco before_loss beta={beta} value")
+    a.backward()
+    b.backward()
+    check(rel(p1.grad, p2.grad) <= 1e-12, f"bco before_loss beta={beta} gradient")
+    check(state.count == 5 + B and abs(state.mean - delta) <= 1e-14, "bco before_loss state")
+    frozen = kt.BcoRunningMean(0.12, 5)
+    a = kt.kto_loss(pol, ref, d, bco_state=frozen, variant="bco", beta=beta, bco_order="none")
+    b = plain_kto(pol, ref, d, 0.0, "bco", beta=beta, delta=0.12)
+    check(abs(a.item() - b.item()) <= 1e-12 * abs(b.item()) and frozen.count == 5,
+          f"bco none beta={beta}: delta read, state unchanged")
+check(raises(lambda: kt.kto_loss(pol, ref, d, bco_state=kt.BcoRunningMean(), variant="bco",
+                                 bco_order="sometimes"), "'bco_order' = 'sometimes'"),
+      "bad bco_order rejected")
 
 state = kt.BcoRunningMean()
 loss, m = kt.kto_loss(pol, ref, d, bco_state=state, variant="bco", return_metrics=True)
