@@ -258,6 +258,28 @@ TEST_CASE("batch metrics and the conversion report summed over ranks") {
   CHECK(g.kl == z0);
   CHECK(same_bits_everywhere(r, g.rewards_chosen()));
 
+  // The global loss and gradient: local grads scaled by grad_scale, then
+  // placed and summed, equal the whole batch's.
+  std::vector<double> lg(static_cast<std::size_t>(cnt)), wg(static_cast<std::size_t>(total));
+  double local_loss = 0;
+  if (cnt > 0)
+    local_loss = loss::kto_loss(exec::host{}, make_view(p.data() + off, cnt),
+                                make_view(q.data() + off, cnt), make_view(des.data() + off, cnt),
+                                z0, cfg, vector_view<double>{}, make_view(lg))
+                     .loss;
+  const double whole_loss = loss::kto_loss(exec::host{}, make_view(p), make_view(q), make_view(des),
+                                           z0, cfg, vector_view<double>{}, make_view(wg))
+                                .loss;
+  const dist::global_loss_result gl = dist::global_loss(r, local_loss, cnt);
+  CHECK(gl.count == total);
+  CHECK(close(gl.loss, whole_loss, 1e-13));
+  std::vector<double> placed(static_cast<std::size_t>(total), 0.0);
+  for (index_t i = 0; i < cnt; ++i)
+    placed[static_cast<std::size_t>(off + i)] = lg[static_cast<std::size_t>(i)] * gl.grad_scale;
+  r.all_reduce(placed.data(), placed.size(), dist::reduce_op::sum);
+  for (index_t i = 0; i < total; ++i)
+    CHECK(close(placed[static_cast<std::size_t>(i)], wg[static_cast<std::size_t>(i)], 1e-13));
+
   // Impressions: rank k holds records k, k + n, ...; the report equals the
   // one process report of all records, table and all.
   std::vector<metrics::impression> all_records, mine;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -177,6 +178,34 @@ loss::batch_metrics all_reduce_metrics(R& r, const loss::batch_metrics& local) {
   return out;
 }
 
+// ---------------------------------------------------------------- the loss
+
+/// The batch loss over every rank and the scale of this rank's gradient.
+struct global_loss_result {
+  double loss = 0;        ///< mean of the per-example losses over every rank's examples
+  double grad_scale = 0;  ///< local_count / total count: multiply kto_loss's grad by it
+  index_t count = 0;      ///< examples over every rank
+};
+
+/// kto_loss returns this rank's mean loss and d(local mean)/d(policy); the
+/// data-parallel objective is the mean over every rank's examples, whose
+/// gradient is the local one times local_count / total. Sum-all-reducing the
+/// scaled gradients (not averaging them) then gives the global gradient even
+/// when ranks hold different numbers of examples (a plain DDP average is
+/// right only for equal counts). A rank with no examples passes (0, 0).
+template <class R>
+global_loss_result global_loss(R& r, double local_mean_loss, index_t local_count) {
+  KTSA_REQUIRE_REDUCER(R);
+  const double mine[2] = {
+      local_count > 0 ? local_mean_loss * static_cast<double>(local_count) : 0.0,
+      static_cast<double>(local_count)};
+  const std::vector<double> all = all_gather(r, mine, 2);
+  double sum = 0, count = 0;
+  for (int k = 0; k < r.size(); ++k) sum += all[2 * k], count += all[2 * k + 1];
+  ktsa::detail::require(count > 0, "example count", count, "no rank has an example");
+  return {sum / count, static_cast<double>(local_count) / count, static_cast<index_t>(count)};
+}
+
 // ---------------------------------------------------------------- conversion report
 
 /// The conversion report (Table 3) of every rank's impressions, built on every
@@ -191,7 +220,9 @@ metrics::conversion_report build_conversion_report(R& r,
   KTSA_REQUIRE_REDUCER(R);
   // Validate locally (same messages as one process), on every rank at once.
   on_every_rank(r, [&] {
-    if (!records.empty()) (void)metrics::build_conversion_report(records, options);
+    metrics::report_options local = options;
+    local.base_arm = 0;  // checked on the global report: this rank may not see that arm
+    if (!records.empty()) (void)metrics::build_conversion_report(records, local);
   });
   // The table's size: the largest ids anywhere (or the names).
   std::int64_t max_ids[2] = {-1, -1};
@@ -204,6 +235,8 @@ metrics::conversion_report build_conversion_report(R& r,
       max_ids[0] + 1, static_cast<std::int64_t>(options.category_names.size()));
   const std::int64_t A =
       std::max<std::int64_t>(max_ids[1] + 1, static_cast<std::int64_t>(options.arm_names.size()));
+  ktsa::detail::require(C * A <= (std::int64_t{1} << 22), "categories x arms", C * A,
+                        "is too large for the dense count table (at most 2^22 cells)");
   // counts[(c * A + a) * 3 + action]; int64 sums are exact in any order.
   std::vector<std::int64_t> counts(static_cast<std::size_t>(C * A * 3), 0);
   for (const auto& rec : records)
