@@ -210,6 +210,8 @@ void on_every_rank(R& r, F&& f) {
     local = std::current_exception(), kind = kind_data_error, message = e.what();
   } catch (const std::exception& e) {
     local = std::current_exception(), kind = kind_other, message = e.what();
+  } catch (...) {
+    local = std::current_exception(), kind = kind_other, message = "a non-std exception";
   }
   if (r.size() == 1) {
     if (local) std::rethrow_exception(local);
