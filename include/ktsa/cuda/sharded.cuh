@@ -109,7 +109,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (threadIdx.x == 0) {
       part[4 * r] = it.l.max;
-      part[4 * r + 1] = it.l.sum;
+      // A +inf logit: NaN, as the host kernels give (exp(inf - inf)).
+      part[4 * r + 1] = it.l.max == inf ? static_cast<double>(NAN) : it.l.sum;
       part[4 * r + 2] = (y >= begin && y < end) ? static_cast<double>(ld(row[y - begin])) : 0.0;
       if (!o.check_finite) part[4 * r + 3] = -1.0;
     }
