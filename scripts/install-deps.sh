@@ -6,6 +6,7 @@ packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
 # Interop adapters, packaging tests and the torch clients (issue 12).
 packages+=(xtensor-dev libdlpack-dev pkg-config libtorch-dev python3-torch python3-dev
            python3-setuptools ninja-build pybind11-dev)
+packages+=(libopenmpi-dev openmpi-bin)  # ktsa::mpi and the MPI tests (label mpi)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,4 +1,5 @@
-// ktsa/ktsa.hpp: every host-side header of ktsa (no CUDA headers).
+// ktsa/ktsa.hpp: every host-side header of ktsa (no CUDA headers; the MPI and
+// NCCL reducers, ktsa/dist/mpi.hpp and nccl.hpp, are included on their own).
 #pragma once
 
 #include "ktsa/config.hpp"
@@ -8,6 +9,12 @@
 #include "ktsa/core/math.hpp"
 #include "ktsa/core/parallel.hpp"
 #include "ktsa/core/view.hpp"
+#include "ktsa/dist/check.hpp"
+#include "ktsa/dist/merge.hpp"
+#include "ktsa/dist/reducer.hpp"
+#include "ktsa/dist/shard.hpp"
+#include "ktsa/dist/sharded.hpp"
+#include "ktsa/dist/statistics.hpp"
 #include "ktsa/kernels/logprob.hpp"
 #include "ktsa/kernels/token_kl.hpp"
 #include "ktsa/loss/bco.hpp"
