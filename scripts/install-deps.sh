@@ -3,6 +3,8 @@
 # examples; does nothing for packages that are already there.
 set -euo pipefail
 packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
+# The fused linear head: oneDNN (its default GEMM) and OpenBLAS (compared in its test and bench).
+packages+=(libdnnl-dev libopenblas-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
