@@ -584,3 +584,39 @@ TEST_CASE("fused_linear bad input", "[fused_linear]") {
                          make_view(std::as_const(p.labels).data(), p.B, p.T), in, g),
       Contains("beta"));
 }
+
+TEST_CASE("fused_kto_step grows its chunks to whole sequences within one_pass_bytes",
+          "[fused_linear]") {
+  const problem p = make_problem(3, 12, 8, 40, 12, 0.0, false);  // every token scored
+  std::vector<double> ref_logps{-30.0, -35.0, -28.0};
+  const std::vector<std::uint8_t> desirable{1, 0, 1};
+  const std::size_t per_row = 4 * (40 + 2 * 8) + 64;
+  kn::fused_linear_options o;
+  o.chunk_bytes = per_row * 5;  // 5 rows < T = 12
+  const kn::fused_linear_shape s{p.B, p.T, p.H, p.V};
+  auto step = [&](const kn::fused_linear_options& oo, std::vector<float>& gw) {
+    kn::kto_step_inputs<const double, const std::uint8_t> in{make_view(std::as_const(ref_logps)),
+                                                            make_view(desirable), 0.1};
+    gw.assign(static_cast<size_t>(p.V * p.H), 0.0f);
+    kn::fused_linear_grads<float, float> g;
+    g.grad_weight = make_view(gw.data(), p.V, p.H);
+    // Exactly the queried workspace, 64-byte aligned.
+    std::vector<unsigned char> ws(kn::fused_kto_step_workspace_bytes(s, oo) + 64);
+    unsigned char* a = ws.data() + (64 - reinterpret_cast<std::uintptr_t>(ws.data()) % 64) % 64;
+    return kn::fused_kto_step(exec::host{2}, make_view(std::as_const(p.hidden).data(), p.B, p.T, p.H),
+                              make_view(std::as_const(p.w).data(), p.V, p.H), {},
+                              make_view(std::as_const(p.labels).data(), p.B, p.T), in, g, {}, oo,
+                              {a, kn::fused_kto_step_workspace_bytes(s, oo)});
+  };
+  std::vector<float> gw_one, gw_two;
+  o.one_pass_bytes = per_row * 12;
+  const auto one = step(o, gw_one);
+  CHECK(one.one_pass);
+  CHECK(one.chunks == 3);  // one sequence per chunk
+  o.one_pass_bytes = per_row * 12 - 1;  // a sequence no longer fits: two passes of 5-row chunks
+  const auto two = step(o, gw_two);
+  CHECK_FALSE(two.one_pass);
+  CHECK(two.chunks == 8);  // ceil(36 / 5)
+  CHECK(one.loss.loss == Approx(two.loss.loss).epsilon(1e-6));
+  for (size_t i = 0; i < gw_one.size(); ++i) REQUIRE(gw_one[i] == Approx(gw_two[i]).margin(1e-6));
+}

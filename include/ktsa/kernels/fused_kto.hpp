@@ -51,7 +51,7 @@ struct fused_kto_result {
 };
 
 /// The KTO step. grads as for fused_linear_backward; the workspace is
-/// fused_linear_backward_workspace_bytes(shape, opts).
+/// fused_kto_step_workspace_bytes(shape, opts).
 template <class Gemm = gemm::default_provider, class HT, class WT, class I, class R, class F,
           class GH, class GW>
 fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
@@ -78,7 +78,7 @@ fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
   if (out.policy_logps.data())
     ktsa::detail::require_same_length("hidden.B", B, "policy_logps", out.policy_logps.extent(0));
   const fused_linear_shape shape = shape_of(p, std::is_same_v<GW, float>);
-  p.rows_per_chunk = fused_chunk_rows(shape, opts);
+  p.rows_per_chunk = step_chunk_rows(shape, opts);
   index_t longest = 0;
   for (index_t b = 0; b < B; ++b) longest = std::max(longest, p.tg.count[static_cast<size_t>(b)]);
   const bool one_pass =
@@ -100,12 +100,13 @@ fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
     fused_linear_backward(ex, hidden, weight, bias, labels, make_view(lse.data(), B, p.T),
                           vector_view<const double>(make_view(grad)), grads, opts, ws, gemm);
     const index_t rows = static_cast<index_t>(p.row_pos.size());
-    res.chunks = (rows + p.rows_per_chunk - 1) / p.rows_per_chunk;
+    const index_t base = fused_chunk_rows(shape, opts);  // what forward / backward use
+    res.chunks = (rows + base - 1) / base;
   } else {
     prepare_grads(p, grads);
     const logprob_options ro = row_options(p.o.logprob);
     double loss_sum = 0;
-    with_workspace(ws, fused_ws_bytes(shape, opts, true), [&](ws_carver& c) {
+    with_workspace(ws, fused_ws_bytes(shape, opts, true, true), [&](ws_carver& c) {
       bind_weight(p, c);
       const chunk_buffers buf = take_chunk_buffers(c, p.rows_per_chunk, p.V, p.H);
       index_t ldgw = 0;

@@ -66,8 +66,13 @@ struct fused_linear_options {
   /// chunk_rows = chunk_bytes / (4 (V + 2 H) + 64). 16 MiB: 128 rows at
   /// V = 32000, H = 512 (docs/fused_linear.md has the measurement behind it).
   std::size_t chunk_bytes = std::size_t{16} << 20;
-  /// Rows per chunk when > 0 (overrides chunk_bytes; tests use odd values).
+  /// Rows per chunk when > 0 (overrides chunk_bytes and one_pass_bytes; tests
+  /// use odd values).
   index_t chunk_rows = 0;
+  /// fused_kto_step only: when a whole sequence (T rows) does not fit in
+  /// chunk_bytes but fits in this many bytes, the step's chunks grow to T rows
+  /// so it can take the one-pass path (3 GEMMs per chunk instead of 4). 0: never.
+  std::size_t one_pass_bytes = std::size_t{64} << 20;
 };
 
 /// Caller-provided scratch; an empty one ({}) makes the call allocate its own.
@@ -119,10 +124,19 @@ inline index_t fused_chunk_rows(const fused_linear_shape& s, const fused_linear_
   return std::min(rows, n);
 }
 
+/// The chunk rows of fused_kto_step: fused_chunk_rows, or T when a sequence
+/// does not fit in that but T rows fit in one_pass_bytes.
+inline index_t step_chunk_rows(const fused_linear_shape& s, const fused_linear_options& o) {
+  const index_t base = fused_chunk_rows(s, o);
+  if (o.chunk_rows > 0 || s.T <= base) return base;
+  const std::size_t per_row = 4 * static_cast<std::size_t>(s.V + 2 * s.H) + 64;
+  return per_row * static_cast<std::size_t>(s.T) <= o.one_pass_bytes ? s.T : base;
+}
+
 /// Scratch bytes: per-chunk buffers plus the fixed fp32 copies.
 inline std::size_t fused_ws_bytes(const fused_linear_shape& s, const fused_linear_options& o,
-                                  bool backward) {
-  const auto rows = static_cast<std::size_t>(fused_chunk_rows(s, o));
+                                  bool backward, bool step = false) {
+  const auto rows = static_cast<std::size_t>(step ? step_chunk_rows(s, o) : fused_chunk_rows(s, o));
   const auto V = static_cast<std::size_t>(s.V), H = static_cast<std::size_t>(s.H);
   std::size_t b = ws_round(rows * V * 4) + 2 * ws_round(rows * H * 4) + ws_round(rows * 8) * 4;
   if (!s.weight_is_float) b += ws_round(V * H * 4);
@@ -458,10 +472,16 @@ inline std::size_t fused_linear_forward_workspace_bytes(const fused_linear_shape
                                                         const fused_linear_options& o = {}) {
   return detail::fused_ws_bytes(s, o, false);
 }
-/// Scratch bytes of fused_linear_backward (and of fused_kto_step).
+/// Scratch bytes of fused_linear_backward.
 inline std::size_t fused_linear_backward_workspace_bytes(const fused_linear_shape& s,
                                                          const fused_linear_options& o = {}) {
   return detail::fused_ws_bytes(s, o, true);
+}
+/// Scratch bytes of fused_kto_step (its chunks may grow to whole sequences:
+/// fused_linear_options::one_pass_bytes).
+inline std::size_t fused_kto_step_workspace_bytes(const fused_linear_shape& s,
+                                                  const fused_linear_options& o = {}) {
+  return detail::fused_ws_bytes(s, o, true, true);
 }
 
 /// Forward (no gradient): per-sequence log-probs [B] and optional token
