@@ -36,7 +36,8 @@ void* counted_alloc(std::size_t n, std::size_t align) {
   auto* p = static_cast<unsigned char*>(raw) + head;
   reinterpret_cast<std::size_t*>(p)[-1] = n;
   reinterpret_cast<std::size_t*>(p)[-2] = head;
-  const std::int64_t live = g_live.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
+  const std::int64_t live =
+      g_live.fetch_add(static_cast<std::int64_t>(n)) + static_cast<std::int64_t>(n);
   std::int64_t peak = g_peak.load();
   while (live > peak && !g_peak.compare_exchange_weak(peak, live)) {
   }
@@ -45,16 +46,25 @@ void* counted_alloc(std::size_t n, std::size_t align) {
 void counted_free(void* p) noexcept {
   if (p == nullptr) return;
   auto* q = static_cast<unsigned char*>(p);
-  const std::size_t n = reinterpret_cast<std::size_t*>(q)[-1], head = reinterpret_cast<std::size_t*>(q)[-2];
+  const std::size_t n = reinterpret_cast<std::size_t*>(q)[-1],
+                    head = reinterpret_cast<std::size_t*>(q)[-2];
   g_live.fetch_sub(static_cast<std::int64_t>(n));
   std::free(q - head);
 }
 }  // namespace
 
-void* operator new(std::size_t n) { return counted_alloc(n, 16); }
-void* operator new[](std::size_t n) { return counted_alloc(n, 16); }
-void* operator new(std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return counted_alloc(n, static_cast<std::size_t>(a)); }
+void* operator new(std::size_t n) {
+  return counted_alloc(n, 16);
+}
+void* operator new[](std::size_t n) {
+  return counted_alloc(n, 16);
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return counted_alloc(n, static_cast<std::size_t>(a));
+}
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
   try {
     return counted_alloc(n, 16);
@@ -69,14 +79,30 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
     return nullptr;
   }
 }
-void operator delete(void* p) noexcept { counted_free(p); }
-void operator delete[](void* p) noexcept { counted_free(p); }
-void operator delete(void* p, std::size_t) noexcept { counted_free(p); }
-void operator delete[](void* p, std::size_t) noexcept { counted_free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { counted_free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { counted_free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { counted_free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { counted_free(p); }
+void operator delete(void* p) noexcept {
+  counted_free(p);
+}
+void operator delete[](void* p) noexcept {
+  counted_free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  counted_free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  counted_free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  counted_free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  counted_free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  counted_free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  counted_free(p);
+}
 
 namespace {
 
@@ -127,8 +153,8 @@ head_inputs& inputs_for(index_t B, index_t T, index_t H, index_t V) {
 
 void finish(benchmark::State& state, const head_inputs& in, std::int64_t extra) {
   state.counters["peak_extra_bytes"] = static_cast<double>(extra);
-  state.counters["GFLOPs"] = benchmark::Counter(in.step_flops() * 1e-9 * state.iterations(),
-                                                benchmark::Counter::kIsRate);
+  state.counters["GFLOPs"] =
+      benchmark::Counter(in.step_flops() * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["threads"] = ktsa::exec::host{}.resolved_threads();
 }
 
@@ -140,16 +166,17 @@ void bm_step(benchmark::State& state, head_inputs& in, std::size_t chunk_bytes, 
   if (!allow_one_pass) o.one_pass_bytes = 0;
   const kn::fused_linear_shape s{in.B, in.T, in.H, in.V};
   std::vector<unsigned char> ws(kn::fused_kto_step_workspace_bytes(s, o) + 64);
-  kn::kto_step_inputs<const double, const std::uint8_t> step{ktsa::make_view(std::as_const(in.ref)),
-                                                             ktsa::make_view(std::as_const(in.desirable)), 0.0};
+  kn::kto_step_inputs<const double, const std::uint8_t> step{
+      ktsa::make_view(std::as_const(in.ref)), ktsa::make_view(std::as_const(in.desirable)), 0.0};
   kn::fused_linear_grads<float, float> g{ktsa::make_view(in.gh.data(), in.B, in.T, in.H),
                                          ktsa::make_view(in.gw.data(), in.V, in.H)};
   std::int64_t heap = 0;
   bool one_pass = false;
   for (auto _ : state) {
     heap = std::max(heap, heap_peak_of([&] {
-                      const auto r = kn::fused_kto_step(ktsa::exec::host{}, in.hv(), in.wv(), {}, in.lv(), step, g,
-                                                        {}, o, {ws.data(), ws.size()}, gemm);
+                      const auto r =
+                          kn::fused_kto_step(ktsa::exec::host{}, in.hv(), in.wv(), {}, in.lv(),
+                                             step, g, {}, o, {ws.data(), ws.size()}, gemm);
                       one_pass = r.one_pass;
                       benchmark::DoNotOptimize(r.loss.loss);
                     }));
@@ -167,10 +194,12 @@ void bm_gemm_only(benchmark::State& state, head_inputs& in, index_t rows, const 
     for (index_t r0 = 0; r0 < N; r0 += rows) {
       const index_t n = std::min(rows, N - r0);
       const float* x = in.hidden.data() + r0 * H;
-      gemm(gemm_op::none, gemm_op::trans, n, V, H, 1.0f, x, H, in.w.data(), H, 0.0f, logits.data(), V);
-      gemm(gemm_op::none, gemm_op::none, n, H, V, 1.0f, logits.data(), V, in.w.data(), H, 0.0f, gx.data(), H);
-      gemm(gemm_op::trans, gemm_op::none, V, H, n, 1.0f, logits.data(), V, x, H, r0 == 0 ? 0.0f : 1.0f,
-           in.gw.data(), H);
+      gemm(gemm_op::none, gemm_op::trans, n, V, H, 1.0f, x, H, in.w.data(), H, 0.0f, logits.data(),
+           V);
+      gemm(gemm_op::none, gemm_op::none, n, H, V, 1.0f, logits.data(), V, in.w.data(), H, 0.0f,
+           gx.data(), H);
+      gemm(gemm_op::trans, gemm_op::none, V, H, n, 1.0f, logits.data(), V, x, H,
+           r0 == 0 ? 0.0f : 1.0f, in.gw.data(), H);
     }
     benchmark::DoNotOptimize(in.gw.data());
   }
@@ -186,28 +215,28 @@ void bm_materialised(benchmark::State& state, head_inputs& in, const Gemm& gemm)
   std::vector<std::int64_t> count(static_cast<size_t>(B));
   std::int64_t heap = 0;
   for (auto _ : state) {
-    heap = std::max(heap, heap_peak_of([&] {
-      gemm(gemm_op::none, gemm_op::trans, N, V, H, 1.0f, in.hidden.data(), H, in.w.data(), H, 0.0f,
-           logits.data(), V);
-      const auto x = ktsa::make_view(logits.data(), B, T, V);
-      kn::sequence_logprob_forward(ktsa::exec::host{}, ktsa::cube_view<const float>(x), in.lv(),
-                                   ktsa::make_view(policy), ktsa::make_view(count),
-                                   ktsa::make_view(lse.data(), B, T));
-      const auto r = ktsa::loss::kto_loss(ktsa::exec::host{}, ktsa::make_view(std::as_const(policy)),
-                                          ktsa::make_view(std::as_const(in.ref)),
-                                          ktsa::make_view(std::as_const(in.desirable)), 0.0,
-                                          ktsa::loss::config{}, ktsa::vector_view<double>{},
-                                          ktsa::make_view(grad));
-      benchmark::DoNotOptimize(r.loss);
-      kn::sequence_logprob_backward(ktsa::exec::host{}, ktsa::cube_view<const float>(x), in.lv(),
-                                    ktsa::make_view(std::as_const(lse).data(), B, T),
-                                    ktsa::make_view(std::as_const(count)),
-                                    ktsa::make_view(std::as_const(grad)), x);
-      gemm(gemm_op::none, gemm_op::none, N, H, V, 1.0f, logits.data(), V, in.w.data(), H, 0.0f,
-           in.gh.data(), H);
-      gemm(gemm_op::trans, gemm_op::none, V, H, N, 1.0f, logits.data(), V, in.hidden.data(), H, 0.0f,
-           in.gw.data(), H);
-    }));
+    heap = std::max(
+        heap, heap_peak_of([&] {
+          gemm(gemm_op::none, gemm_op::trans, N, V, H, 1.0f, in.hidden.data(), H, in.w.data(), H,
+               0.0f, logits.data(), V);
+          const auto x = ktsa::make_view(logits.data(), B, T, V);
+          kn::sequence_logprob_forward(ktsa::exec::host{}, ktsa::cube_view<const float>(x), in.lv(),
+                                       ktsa::make_view(policy), ktsa::make_view(count),
+                                       ktsa::make_view(lse.data(), B, T));
+          const auto r = ktsa::loss::kto_loss(
+              ktsa::exec::host{}, ktsa::make_view(std::as_const(policy)),
+              ktsa::make_view(std::as_const(in.ref)), ktsa::make_view(std::as_const(in.desirable)),
+              0.0, ktsa::loss::config{}, ktsa::vector_view<double>{}, ktsa::make_view(grad));
+          benchmark::DoNotOptimize(r.loss);
+          kn::sequence_logprob_backward(ktsa::exec::host{}, ktsa::cube_view<const float>(x),
+                                        in.lv(), ktsa::make_view(std::as_const(lse).data(), B, T),
+                                        ktsa::make_view(std::as_const(count)),
+                                        ktsa::make_view(std::as_const(grad)), x);
+          gemm(gemm_op::none, gemm_op::none, N, H, V, 1.0f, logits.data(), V, in.w.data(), H, 0.0f,
+               in.gh.data(), H);
+          gemm(gemm_op::trans, gemm_op::none, V, H, N, 1.0f, logits.data(), V, in.hidden.data(), H,
+               0.0f, in.gw.data(), H);
+        }));
   }
   finish(state, in, static_cast<std::int64_t>((logits.size() + lse.size()) * sizeof(float)) + heap);
 }
@@ -222,9 +251,12 @@ void bm_provider(benchmark::State& state, index_t rows, index_t H, index_t V, co
   for (auto& v : x) v = n(rng);
   for (auto& v : w) v = n(rng);
   for (auto _ : state) {
-    gemm(gemm_op::none, gemm_op::trans, rows, V, H, 1.0f, x.data(), H, w.data(), H, 0.0f, l.data(), V);
-    gemm(gemm_op::none, gemm_op::none, rows, H, V, 1.0f, l.data(), V, w.data(), H, 0.0f, gx.data(), H);
-    gemm(gemm_op::trans, gemm_op::none, V, H, rows, 1.0f, l.data(), V, x.data(), H, 1.0f, gw.data(), H);
+    gemm(gemm_op::none, gemm_op::trans, rows, V, H, 1.0f, x.data(), H, w.data(), H, 0.0f, l.data(),
+         V);
+    gemm(gemm_op::none, gemm_op::none, rows, H, V, 1.0f, l.data(), V, w.data(), H, 0.0f, gx.data(),
+         H);
+    gemm(gemm_op::trans, gemm_op::none, V, H, rows, 1.0f, l.data(), V, x.data(), H, 1.0f, gw.data(),
+         H);
     benchmark::DoNotOptimize(gw.data());
   }
   state.counters["GFLOPs"] = benchmark::Counter(6.0 * rows * V * H * 1e-9 * state.iterations(),
@@ -241,7 +273,8 @@ struct registrar {
     const kn::gemm::default_provider gemm{};
     // The step's chunk rows (grown to whole sequences for the one-pass path).
     const index_t rows = kn::detail::step_chunk_rows({B, T, H, V}, kn::fused_linear_options{});
-    const index_t base_rows = kn::detail::fused_chunk_rows({B, T, H, V}, kn::fused_linear_options{});
+    const index_t base_rows =
+        kn::detail::fused_chunk_rows({B, T, H, V}, kn::fused_linear_options{});
     reg("host/fused_linear_step" + tail,
         [=](benchmark::State& s) { bm_step(s, inputs_for(B, T, H, V), 0, gemm); });
     reg("host/fused_linear_gemm_only" + tail,
@@ -249,9 +282,8 @@ struct registrar {
     reg("host/fused_linear_materialised" + tail,
         [=](benchmark::State& s) { bm_materialised(s, inputs_for(B, T, H, V), gemm); });
     // The two-pass path at the default 16 MiB chunks (one_pass_bytes = 0) and its GEMMs.
-    reg("host/fused_linear_step_two_pass" + tail, [=](benchmark::State& s) {
-      bm_step(s, inputs_for(B, T, H, V), 0, gemm, false);
-    });
+    reg("host/fused_linear_step_two_pass" + tail,
+        [=](benchmark::State& s) { bm_step(s, inputs_for(B, T, H, V), 0, gemm, false); });
     reg("host/fused_linear_gemm_only_base_chunks" + tail,
         [=](benchmark::State& s) { bm_gemm_only(s, inputs_for(B, T, H, V), base_rows, gemm); });
     const std::string ptail = "/f32/" + std::to_string(rows) + "x512x32000";

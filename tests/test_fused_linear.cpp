@@ -596,14 +596,15 @@ TEST_CASE("fused_kto_step grows its chunks to whole sequences within one_pass_by
   const kn::fused_linear_shape s{p.B, p.T, p.H, p.V};
   auto step = [&](const kn::fused_linear_options& oo, std::vector<float>& gw) {
     kn::kto_step_inputs<const double, const std::uint8_t> in{make_view(std::as_const(ref_logps)),
-                                                            make_view(desirable), 0.1};
+                                                             make_view(desirable), 0.1};
     gw.assign(static_cast<size_t>(p.V * p.H), 0.0f);
     kn::fused_linear_grads<float, float> g;
     g.grad_weight = make_view(gw.data(), p.V, p.H);
     // Exactly the queried workspace, 64-byte aligned.
     std::vector<unsigned char> ws(kn::fused_kto_step_workspace_bytes(s, oo) + 64);
     unsigned char* a = ws.data() + (64 - reinterpret_cast<std::uintptr_t>(ws.data()) % 64) % 64;
-    return kn::fused_kto_step(exec::host{2}, make_view(std::as_const(p.hidden).data(), p.B, p.T, p.H),
+    return kn::fused_kto_step(exec::host{2},
+                              make_view(std::as_const(p.hidden).data(), p.B, p.T, p.H),
                               make_view(std::as_const(p.w).data(), p.V, p.H), {},
                               make_view(std::as_const(p.labels).data(), p.B, p.T), in, g, {}, oo,
                               {a, kn::fused_kto_step_workspace_bytes(s, oo)});
@@ -612,7 +613,7 @@ TEST_CASE("fused_kto_step grows its chunks to whole sequences within one_pass_by
   o.one_pass_bytes = per_row * 12;
   const auto one = step(o, gw_one);
   CHECK(one.one_pass);
-  CHECK(one.chunks == 3);  // one sequence per chunk
+  CHECK(one.chunks == 3);               // one sequence per chunk
   o.one_pass_bytes = per_row * 12 - 1;  // a sequence no longer fits: two passes of 5-row chunks
   const auto two = step(o, gw_two);
   CHECK_FALSE(two.one_pass);
