@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <new>
 #include <random>
+#include <utility>
 #include <string>
 #include <vector>
 
