@@ -622,3 +622,27 @@ TEST_CASE("fused_kto_step grows its chunks to whole sequences within one_pass_by
   CHECK(one.loss.loss == Approx(two.loss.loss).epsilon(1e-6));
   for (size_t i = 0; i < gw_one.size(); ++i) REQUIRE(gw_one[i] == Approx(gw_two[i]).margin(1e-6));
 }
+
+TEST_CASE("fused_linear strided hidden and weight views", "[fused_linear]") {
+  const problem p = make_problem(3, 5, 7, 19, 13);
+  const index_t rs = p.H + 3, bs = p.T * rs + 5, ws = p.H + 2;  // padded rows and batches
+  std::vector<float> hs(static_cast<size_t>(p.B * bs), std::nanf("")),
+      wsv(static_cast<size_t>(p.V * ws), std::nanf(""));  // padding is NaN: a stray read shows
+  for (index_t b = 0; b < p.B; ++b)
+    for (index_t t = 0; t < p.T; ++t)
+      for (index_t k = 0; k < p.H; ++k)
+        hs[static_cast<size_t>(b * bs + t * rs + k)] =
+            p.hidden[static_cast<size_t>((b * p.T + t) * p.H + k)];
+  for (index_t j = 0; j < p.V; ++j)
+    for (index_t k = 0; k < p.H; ++k)
+      wsv[static_cast<size_t>(j * ws + k)] = p.w[static_cast<size_t>(j * p.H + k)];
+  const auto o = opts_with(true, kn::reduction::sum, 3);
+  const fused_out a = run_forward(p, p.hidden, p.w, true, o);
+  std::vector<double> seq(static_cast<size_t>(p.B));
+  kn::fused_linear_forward(exec::host{2},
+                           cube_view<const float>(hs.data(), {p.B, p.T, p.H}, {bs, rs, 1}),
+                           matrix_view<const float>(wsv.data(), {p.V, p.H}, {ws, 1}),
+                           make_view(p.bias.data(), p.V), make_view(p.labels.data(), p.B, p.T),
+                           kn::fused_linear_forward_outputs<double>{make_view(seq)}, o);
+  for (size_t b = 0; b < seq.size(); ++b) CHECK(seq[b] == Approx(a.seq[b]).margin(1e-5));
+}

@@ -8,6 +8,8 @@
 #include "ktsa/core/math.hpp"
 #include "ktsa/core/parallel.hpp"
 #include "ktsa/core/view.hpp"
+#include "ktsa/kernels/fused_kto.hpp"
+#include "ktsa/kernels/fused_linear.hpp"
 #include "ktsa/kernels/logprob.hpp"
 #include "ktsa/kernels/token_kl.hpp"
 #include "ktsa/loss/kto.hpp"
