@@ -161,13 +161,14 @@ TEST_CASE("cuda fused_linear f32 matches the host head", "[fused_linear][gpu]") 
 
 TEST_CASE("cuda fused_linear bf16 matches the host head within bf16 logits",
           "[fused_linear][gpu]") {
-  // The device keeps each chunk's logits in bf16 (the host in fp32): the
-  // tolerance is a few bf16 ulps of the logits.
+  // The device keeps each chunk's logits in bf16 (the host in fp32): logits
+  // up to ~6 in magnitude carry ~2^-8 relative rounding, so p and the
+  // gradients differ by a few percent; a wrong index would differ by O(1).
   const problem p(2);
   kn::fused_linear_options o;
   o.logprob.shift = true;
   o.chunk_rows = 5;
-  check_against_host<bf16>(p, o, 3e-2);
+  check_against_host<bf16>(p, o, 8e-2);  // loose: bf16 logits; index errors are O(1)
 }
 
 TEST_CASE("cuda fused_kto_step matches the host step", "[fused_linear][gpu]") {
