@@ -15,8 +15,8 @@
 #include <cstdlib>
 #include <new>
 #include <random>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ktsa/kernels/fused_kto.hpp>
