@@ -646,3 +646,31 @@ TEST_CASE("fused_linear strided hidden and weight views", "[fused_linear]") {
                            kn::fused_linear_forward_outputs<double>{make_view(seq)}, o);
   for (size_t b = 0; b < seq.size(); ++b) CHECK(seq[b] == Approx(a.seq[b]).margin(1e-5));
 }
+
+TEST_CASE("fused_kto_step takes z0 from the KL pairs' log-probs", "[fused_linear]") {
+  const problem p = make_problem(3, 6, 5, 17, 14);
+  std::vector<double> ref{-20.0, -18.0, -25.0}, klp{-19.0, -21.0, -17.5}, klr{-20.5, -20.0, -19.0};
+  const std::vector<std::uint8_t> des{1, 0, 1};
+  // Independent: mean of the log-ratios (1.5 - 1.0 + 1.5) / 3 = 2/3, clamped at 0 after averaging.
+  const double z0 = (1.5 - 1.0 + 1.5) / 3.0;
+  auto step = [&](kn::kto_step_inputs<const double, const std::uint8_t> in) {
+    std::vector<float> gw(static_cast<size_t>(p.V * p.H));
+    kn::fused_linear_grads<float, float> g;
+    g.grad_weight = make_view(gw.data(), p.V, p.H);
+    return kn::fused_kto_step(exec::host{1},
+                              make_view(std::as_const(p.hidden).data(), p.B, p.T, p.H),
+                              make_view(std::as_const(p.w).data(), p.V, p.H), {},
+                              make_view(std::as_const(p.labels).data(), p.B, p.T), in, g);
+  };
+  kn::kto_step_inputs<const double, const std::uint8_t> a{make_view(std::as_const(ref)),
+                                                          make_view(des), z0};
+  auto b = a;
+  b.z0 = 123.0;  // ignored: the pairs give z0
+  b.kl_policy_logps = make_view(std::as_const(klp));
+  b.kl_reference_logps = make_view(std::as_const(klr));
+  const auto ra = step(a), rb = step(b);
+  CHECK(rb.loss.metrics.kl == Approx(z0).epsilon(1e-12));
+  CHECK(rb.loss.loss == Approx(ra.loss.loss).epsilon(1e-12));
+  b.kl_reference_logps = make_view(std::as_const(klr).data(), 2);  // mismatched lengths
+  CHECK_THROWS_AS(step(b), shape_error);
+}

@@ -25,6 +25,7 @@
 
 #include "ktsa/kernels/fused_linear.hpp"
 #include "ktsa/loss/kto.hpp"
+#include "ktsa/loss/reference_point.hpp"
 
 namespace ktsa::kernels {
 
@@ -36,6 +37,11 @@ struct kto_step_inputs {
   double z0 = 0;                   ///< reference point (ignored where the variant has none)
   loss::config cfg{};
   loss::bco_running_mean* bco_state = nullptr;  ///< required for variant::bco
+  /// Optional: the policy's and the reference's log-probs of the KL pairs
+  /// (scored first, e.g. with fused_linear_forward on the mismatched pairs).
+  /// When given, z0 = loss::batch_kl_reference_point of them replaces `z0`.
+  vector_view<const double> kl_policy_logps{};
+  vector_view<const double> kl_reference_logps{};
 };
 
 /// Optional per-example outputs ([B] each, {} skips).
@@ -84,6 +90,10 @@ fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
   const bool one_pass =
       in.cfg.kind != loss::variant::bco && opts.softcap == 0.0f && longest <= p.rows_per_chunk;
 
+  const double z0 = in.kl_policy_logps.data() != nullptr || in.kl_reference_logps.data() != nullptr
+                        ? loss::batch_kl_reference_point(in.kl_policy_logps, in.kl_reference_logps)
+                        : in.z0;
+
   fused_kto_result res;
   res.one_pass = one_pass;
   std::vector<double> policy(static_cast<size_t>(B)), per_loss(static_cast<size_t>(B)),
@@ -95,7 +105,7 @@ fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
     fo.lse = make_view(lse.data(), B, p.T);
     fused_linear_forward(ex, hidden, weight, bias, labels, fo, opts, ws, gemm);
     res.loss = loss::kto_loss(ex, vector_view<const double>(make_view(policy)), in.reference_logps,
-                              in.desirable, in.z0, in.cfg, make_view(per_loss), make_view(grad),
+                              in.desirable, z0, in.cfg, make_view(per_loss), make_view(grad),
                               in.bco_state);
     fused_linear_backward(ex, hidden, weight, bias, labels, make_view(lse.data(), B, p.T),
                           vector_view<const double>(make_view(grad)), grads, opts, ws, gemm);
@@ -143,7 +153,7 @@ fused_kto_result fused_kto_step(const exec::host& ex, tensor_view<HT, 3> hidden,
         };
         const loss::loss_result part = loss::kto_loss(
             ex, vector_view<const double>(policy.data() + b0, {nb}), sub(in.reference_logps),
-            sub(in.desirable), in.z0, in.cfg, vector_view<double>(per_loss.data() + b0, {nb}),
+            sub(in.desirable), z0, in.cfg, vector_view<double>(per_loss.data() + b0, {nb}),
             vector_view<double>(grad.data() + b0, {nb}), in.bco_state);
         // The sub-batch mean's gradient is d(loss_c)/d r = e'/nb; the batch's is e'/B.
         const double rescale = static_cast<double>(nb) / static_cast<double>(B);
