@@ -14,6 +14,15 @@ PyTorch expressions (what a CPU trainer would write):
   logprob_bwd       (onehot(y) - softmax(x)) * g              (from a saved lse, as ktsa)
   logprob_fwd_grad  autograd of log_softmax(x).gather(y).sum()  (forward + backward)
   token_kl          kl_div(log_softmax(b), log_softmax(a), log_target=True).sum(-1)
+
+Fused linear head (B x T x H x V = 8 x 256 x 512 x 32000, f32), one KTO step:
+  torch             linear(h, W) -> log_softmax -> gather -> sum(seq) -> KTO loss -> backward
+                    (grad of h and W), timed, and its peak RSS beyond the inputs from a
+                    fresh child process (ru_maxrss)
+  ktsa              host/fused_linear_step, _gemm_only and _materialised from the same
+                    ktsa_bench_host run (peak_extra_bytes counter)
+
+  /usr/bin/python3 bench/compare_torch_cpu.py --only-fused     (just that table)
 """
 import argparse
 import json
@@ -70,6 +79,57 @@ def torch_times(n, v, dtype, reps):
     return out
 
 
+FUSED = (8, 256, 512, 32000)  # B, T, H, V
+
+FUSED_CHILD = r"""
+import resource, sys, time, torch
+B, T, H, V, reps, threads = map(int, sys.argv[1:7])
+torch.set_num_threads(threads)
+g = torch.Generator().manual_seed(1)
+h = torch.randn(B, T, H, generator=g)
+w = torch.randn(V, H, generator=g) * (2.0 / H ** 0.5)
+y = torch.randint(0, V, (B, T, 1), generator=g)
+ref = torch.full((B,), -11.0 * T)
+desirable = torch.tensor([i % 2 == 0 for i in range(B)])
+def rss():  # resident bytes now
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+def step():
+    hg = h.detach().requires_grad_(True)
+    wg = w.detach().requires_grad_(True)
+    logp = torch.log_softmax(torch.nn.functional.linear(hg, wg), -1).gather(-1, y).squeeze(-1).sum(1)
+    r = logp - ref  # z0 = 0, beta = 0.1, kto
+    x = torch.where(desirable, 0.1 * r, -0.1 * r)
+    (1 - torch.sigmoid(x)).mean().backward()
+    return hg.grad, wg.grad
+base = rss()
+step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+best = float("inf")
+for _ in range(reps):
+    t0 = time.perf_counter(); step(); best = min(best, time.perf_counter() - t0)
+print(best, peak - base)
+"""
+
+
+def fused_table(ktsa_report, args):
+    B, T, H, V = FUSED
+    out = subprocess.run([sys.executable, "-c", FUSED_CHILD, *map(str, (B, T, H, V, args.torch_reps, args.threads))],
+                         check=True, capture_output=True, text=True).stdout.split()
+    torch_s, torch_extra = float(out[0]), float(out[1])
+    tail = f"/f32/{B}x{T}x{H}x{V}"
+    print(f"\nfused linear head, one KTO step, f32 {B}x{T}x{H}x{V} (BxTxHxV); torch: best of {args.torch_reps}")
+    print(f"{'path':<44}{'ms':>10}{'extra MB':>10}{'vs torch':>10}")
+    print(f"{'torch (linear, log_softmax, gather, backward)':<44}{torch_s * 1e3:>10.0f}{torch_extra / 1e6:>10.0f}{'1.00':>10}")
+    for op in ["fused_linear_step", "fused_linear_gemm_only", "fused_linear_materialised"]:
+        r = ktsa_report.get(f"host/{op}{tail}")
+        if r is None:
+            print(f"host/{op}{tail} missing from the ktsa report")
+            continue
+        ms = r["real_time"]
+        print(f"{'host/' + op:<44}{ms:>10.0f}{r.get('peak_extra_bytes', 0) / 1e6:>10.0f}{torch_s * 1e3 / ms:>9.2f}x")
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,18 +138,27 @@ def main():
     ap.add_argument("--repetitions", type=int, default=3, help="ktsa repetitions (median is used)")
     ap.add_argument("--torch-reps", type=int, default=3, help="PyTorch timings per op (best is used)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only-fused", action="store_true", help="only the fused linear head table")
     args = ap.parse_args()
 
     cmd = [args.bench, "--benchmark_format=json", f"--benchmark_min_time={args.min_time}",
            f"--benchmark_repetitions={args.repetitions}", "--benchmark_report_aggregates_only=true"]
+    if args.only_fused:
+        cmd.append("--benchmark_filter=fused_linear_(step|gemm_only|materialised)/")
     print("running:", " ".join(cmd), file=sys.stderr)
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    ktsa = {}
+    ktsa, fused = {}, {}
     for r in report["benchmarks"]:
         if r.get("aggregate_name", "median") != "median":
             continue
         name = r.get("run_name", r["name"]).replace("/real_time", "")
-        ktsa[name] = r["bytes_per_second"] / 1e9
+        if "fused_linear" in name:
+            fused[name] = r
+        elif "bytes_per_second" in r:
+            ktsa[name] = r["bytes_per_second"] / 1e9
+    if args.only_fused:
+        fused_table(fused, args)
+        return
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ktsa: {os.path.basename(args.bench)}, "
@@ -111,6 +180,7 @@ def main():
                 ratio = f"{k / ceiling:.2f}" if ceiling else "-"
                 print(f"{'host/' + op + '/' + shape:<44}{k:>10.2f}{ratio:>10}{torch_gbs:>12.2f}{k / torch_gbs:>9.1f}x")
             sys.stdout.flush()
+    fused_table(fused, args)
 
 
 if __name__ == "__main__":

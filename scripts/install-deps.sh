@@ -7,6 +7,8 @@ packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
 packages+=(xtensor-dev libdlpack-dev pkg-config libtorch-dev python3-torch python3-dev
            python3-setuptools ninja-build pybind11-dev)
 packages+=(libopenmpi-dev openmpi-bin)  # ktsa::mpi and the MPI tests (label mpi)
+# The fused linear head: oneDNN (its default GEMM) and OpenBLAS (compared in its test and bench).
+packages+=(libdnnl-dev libopenblas-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

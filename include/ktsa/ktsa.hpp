@@ -15,6 +15,8 @@
 #include "ktsa/dist/shard.hpp"
 #include "ktsa/dist/sharded.hpp"
 #include "ktsa/dist/statistics.hpp"
+#include "ktsa/kernels/fused_kto.hpp"
+#include "ktsa/kernels/fused_linear.hpp"
 #include "ktsa/kernels/logprob.hpp"
 #include "ktsa/kernels/token_kl.hpp"
 #include "ktsa/loss/bco.hpp"
