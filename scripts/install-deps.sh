@@ -3,6 +3,7 @@
 # examples; does nothing for packages that are already there.
 set -euo pipefail
 packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
+packages+=(libfaiss-dev)  # ktsa::faiss, ktsa/retrieval/faiss.hpp (issue 15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
