@@ -123,7 +123,7 @@ TEST_CASE("retrieval evaluation table matches an independent count on a tiny mar
     }
   }
   const auto table = sim::evaluate_retrieval(m, r, qs, k, exec::host{1});
-  REQUIRE(table.all.size() == 4);
+  REQUIRE(table.all.size() == 5);
   CHECK(table.all[1].method == "CF");
   CHECK(sim::to_markdown(table).find("| hybrid |") != std::string::npos);
 }

@@ -199,3 +199,53 @@ TEST_CASE("retrieval topk_rows matches a full sort of each row", "[retrieval]") 
     for (index_t j = 0; j < k; ++j) CHECK(ids[size_t(q * k + j)] == order[size_t(j)]);
   }
 }
+
+TEST_CASE("retrieval gemm providers agree with a double reference on every tail shape",
+          "[retrieval]") {
+  using kernels::detail::simd_level;
+  std::mt19937 gen(11);
+  std::normal_distribution<float> g;
+  for (index_t m : {1, 3, 4, 5, 9})
+    for (index_t n : {1, 16, 17, 33, 40})
+      for (index_t k : {1, 15, 16, 17, 64}) {
+        std::vector<float> a(size_t(m * (k + 2))), b(size_t(n * (k + 3)));
+        for (auto& e : a) e = g(gen);
+        for (auto& e : b) e = g(gen);
+        const index_t lda = k + 2, ldb = k + 3, ldc = n + 1;  // strided rows
+        std::vector<double> ref(size_t(m * n));
+        for (index_t i = 0; i < m; ++i)
+          for (index_t j = 0; j < n; ++j)
+            for (index_t t = 0; t < k; ++t)
+              ref[size_t(i * n + j)] += double(a[size_t(i * lda + t)]) * b[size_t(j * ldb + t)];
+        const auto check = [&](const std::vector<float>& c) {
+          for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j)
+              REQUIRE(c[size_t(i * ldc + j)] == Approx(ref[size_t(i * n + j)]).margin(1e-4));
+        };
+        std::vector<float> c(size_t(m * ldc), 9.f);
+        retrieval::detail::gemm_nt_loop(m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc);
+        check(c);
+        for (simd_level level : {simd_level::scalar, simd_level::avx512}) {
+          kernels::detail::scoped_simd_cap cap(level);  // scalar: Eigen or the loop
+          std::fill(c.begin(), c.end(), 9.f);
+          retrieval::detail::gemm_nt(m, n, k, a.data(), lda, b.data(), ldb, c.data(), ldc);
+          check(c);
+          for (index_t i = 0; i < m; ++i)
+            REQUIRE(c[size_t(i * ldc + n)] == 9.f);  // padding untouched
+        }
+      }
+}
+
+TEST_CASE("retrieval exact_topk ties hold on every gemm provider", "[retrieval]") {
+  using kernels::detail::simd_level;
+  std::mt19937 gen(13);
+  const index_t nq = 6, n = 130, d = 17, k = 20;
+  const auto q = small_ints(size_t(nq * d), gen), x = small_ints(size_t(n * d), gen);
+  const result ref = brute_force(q, x, nq, n, d, k);
+  for (simd_level level : {simd_level::scalar, simd_level::avx512}) {
+    kernels::detail::scoped_simd_cap cap(level);
+    const result got = run_exact(q, x, nq, n, d, k, 2, {4, 33});
+    CHECK(got.ids == ref.ids);
+    CHECK(got.scores == ref.scores);
+  }
+}

@@ -30,6 +30,7 @@
 #include <ktsa/loss/reference_point.hpp>
 #include <ktsa/metrics/report.hpp>
 #include <ktsa/sim/buyer.hpp>
+#include <ktsa/sim/retrieval.hpp>
 
 #include "policy.hpp"
 
@@ -61,6 +62,8 @@ struct options {
   int products_per_category = 60;
   int train_queries = 300;  ///< per category
   int test_queries = 150;   ///< per category
+  /// --candidates retrieval: sim/retrieval.hpp picks each query's product.
+  bool retrieval_candidates = false;
 };
 
 void print_help() {
@@ -86,6 +89,8 @@ void print_help() {
       "0.01)\n"
       "  --lr X            Adam learning rate of KTO/KTSA (default 0.01); --mle-lr X  of MLE "
       "(0.05)\n"
+      "  --candidates C    oracle (default: best of three by true fit) or retrieval (top-1\n"
+      "                    hybrid CBF + CF score, sim/retrieval.hpp, docs/retrieval.md)\n"
       "  --help            this text\n");
 }
 
@@ -158,6 +163,8 @@ options parse(int argc, char** argv) {
       o.gamma = parse_double(a, v);
     else if (a == "--lr")
       o.align_lr = static_cast<float>(parse_double(a, v));
+    else if (a == "--candidates" && (v == "oracle" || v == "retrieval"))
+      o.retrieval_candidates = v == "retrieval";
     else if (a == "--mle-lr")
       o.mle_lr = static_cast<float>(parse_double(a, v));
     else
@@ -235,6 +242,7 @@ class experiment {
     row_of_category_.assign(sim::num_categories, -1);
     for (size_t r = 0; r < market_.categories().size(); ++r)
       row_of_category_[static_cast<size_t>(market_.categories()[r])] = static_cast<int>(r);
+    if (o.retrieval_candidates) sim::use_retrieved_candidates(market_);
     for (const auto* qs : {&market_.train_queries(), &market_.test_queries()})
       for (const sim::query& q : *qs) prompts_.push_back(sa::make_prompt(q, market_.product_of(q)));
   }

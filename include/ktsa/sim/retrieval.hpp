@@ -116,7 +116,8 @@ class intents {
       lookup l;
       int next = 0;
       for (int m = 0; m < 256; ++m) {
-        const int bits = __builtin_popcount(static_cast<unsigned>(m));
+        int bits = 0;
+        for (int b = 0; b < 8; ++b) bits += (m >> b) & 1;
         l.slot[static_cast<size_t>(m)] = bits >= 1 && bits <= 3 ? next : -1;
         if (bits >= 1 && bits <= 3) l.mask[static_cast<size_t>(next++)] = m;
       }

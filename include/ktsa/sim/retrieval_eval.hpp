@@ -9,7 +9,9 @@
 //          the cold products; CF scores them all 0, so its order is by id.
 // A query with no relevant product (grade >= 1) in the pool is skipped (the
 // table says how many were evaluated). A "random" row (scores from a hash of
-// seed, query and product) is the floor.
+// seed, query and product) is the floor; "CBF, no learned map" embeds the
+// query with the item side's fixed projection (no training), which shows the
+// language gap the learned map bridges.
 #pragma once
 
 #include <cstdio>
@@ -94,12 +96,21 @@ inline retrieval_table evaluate_retrieval(const market& m, const market_retrieva
       rnd[static_cast<size_t>(q * s.cols + i)] = static_cast<float>(to_open_unit(hash_keys(
           r.config().seed, 0x726e64ull, static_cast<std::uint64_t>(qs[static_cast<size_t>(q)].id),
           static_cast<std::uint64_t>(i))));
+  // The language gap: queries through the item side's fixed projection, no learned map.
+  std::vector<std::string> texts;
+  for (const query& q : qs) texts.push_back(q.text);
+  const index_t d = r.encoder().dim();
+  std::vector<float> qe(static_cast<size_t>(s.rows * d)), raw(s.cbf.size());
+  r.encoder().encode_items(texts, make_view(qe.data(), s.rows, d));
+  retrieval::cbf_scores(ex, make_view(qe.data(), s.rows, d), r.item_embeddings(),
+                        make_view(raw.data(), s.rows, s.cols), retrieval::zero_rows::keep_zero);
   retrieval_table t;
   t.k = k;
   for (auto pool : {retrieval_pool::all, retrieval_pool::cold}) {
     auto& rows = pool == retrieval_pool::all ? t.all : t.cold;
     rows.push_back(evaluate_scores("random", m, r, qs, s.view(rnd), pool, k, ex));
     rows.push_back(evaluate_scores("CF", m, r, qs, s.view(s.cf), pool, k, ex));
+    rows.push_back(evaluate_scores("CBF, no learned map", m, r, qs, s.view(raw), pool, k, ex));
     rows.push_back(evaluate_scores("CBF", m, r, qs, s.view(s.cbf), pool, k, ex));
     rows.push_back(evaluate_scores("hybrid", m, r, qs, s.view(s.hybrid), pool, k, ex));
   }
