@@ -13,9 +13,13 @@
 // Data: unit vectors around 1024 random unit centres (per-coordinate noise
 // 0.1), hashed so that item i is the same at every size; 64 queries drawn the
 // same way with other keys. Counters: us_per_query (batch 1 and batch 64),
+// cpu_ms_per_query (CPU time of all the process's threads, spinning
+// included: less sensitive than wall time to other load on the machine),
 // recall_at_10 (against ktsa exact, over the 64 queries), build_s and
 // index_MB (once per index, also on the search rows).
 #include <benchmark/benchmark.h>
+
+#include <time.h>
 
 #include <chrono>
 #include <cmath>
@@ -118,17 +122,25 @@ void search(dataset& d, int e, index_t q0, index_t nq, index_t* ids, float* scor
                            ktsa::make_view(scores, nq, top));
 }
 
+double process_cpu_s() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 void bm_search(benchmark::State& state, index_t n, int e, index_t batch) {
   dataset& d = data(n);
   rt::faiss_index* idx = index_of(d, e);
   std::vector<index_t> ids(static_cast<size_t>(num_queries * top));
   std::vector<float> scores(ids.size());
   index_t q0 = 0;
+  const double cpu0 = process_cpu_s();
   for (auto _ : state) {
     search(d, e, q0, batch, ids.data() + q0 * top, scores.data() + q0 * top);
     q0 = (q0 + batch) % num_queries;
     benchmark::ClobberMemory();
   }
+  const double cpu = process_cpu_s() - cpu0;
   // Recall of this engine's top-10 on all 64 queries against the exact truth.
   search(d, e, 0, num_queries, ids.data(), scores.data());
   double found = 0;
@@ -140,8 +152,43 @@ void bm_search(benchmark::State& state, index_t n, int e, index_t batch) {
   state.counters["us_per_query"] =
       benchmark::Counter(static_cast<double>(state.iterations() * batch) * 1e-6,
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  // CPU time of all threads (spinning included): the work, less sensitive to a loaded machine.
+  state.counters["cpu_ms_per_query"] = 1e3 * cpu / static_cast<double>(state.iterations() * batch);
   state.counters["build_s"] = e == ktsa_exact ? 0.0 : d.build_s[e];
   state.counters["index_MB"] = idx ? double(idx->memory_bytes()) / 1e6 : 0.0;
+}
+
+/// Sum of len floats, vectorised (AVX-512 when the CPU has it): a plain read.
+#if KTSA_KERNELS_X86
+__attribute__((target("avx512f"))) float sum_avx512(const float* p, index_t len) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  index_t i = 0;
+  for (; i + 64 <= len; i += 64) {
+    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(p + i));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(p + i + 16));
+    s2 = _mm512_add_ps(s2, _mm512_loadu_ps(p + i + 32));
+    s3 = _mm512_add_ps(s3, _mm512_loadu_ps(p + i + 48));
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+  for (; i < len; ++i) s += p[i];
+  return s;
+}
+#endif
+float sum_floats(const float* p, index_t len) {
+#if KTSA_KERNELS_X86
+  if (ktsa::kernels::detail::detected_simd_level() == ktsa::kernels::detail::simd_level::avx512)
+    return sum_avx512(p, len);
+#endif
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  index_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    s0 += p[i];
+    s1 += p[i + 1];
+    s2 += p[i + 2];
+    s3 += p[i + 3];
+  }
+  for (; i < len; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
 }
 
 /// One read of the items with the same threads: the batch-1 ceiling.
@@ -152,16 +199,9 @@ void bm_read_ceiling(benchmark::State& state, index_t n) {
     ktsa::detail::parallel_chunks(
         ktsa::exec::host{threads}, threads, 1, [&](index_t t0, index_t t1) {
           for (index_t t = t0; t < t1; ++t) {
-            const float* p = d.items.data() + (n * t / threads) * dim;
-            const index_t len = (n * (t + 1) / threads - n * t / threads) * dim;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            for (index_t i = 0; i + 4 <= len; i += 4) {
-              s0 += p[i];
-              s1 += p[i + 1];
-              s2 += p[i + 2];
-              s3 += p[i + 3];
-            }
-            partial[static_cast<size_t>(t)] = s0 + s1 + s2 + s3;
+            const index_t r0 = n * t / threads, r1 = n * (t + 1) / threads;
+            partial[static_cast<size_t>(t)] =
+                sum_floats(d.items.data() + r0 * dim, (r1 - r0) * dim);
           }
         });
     benchmark::DoNotOptimize(partial.data());

@@ -129,6 +129,25 @@ __attribute__((target("avx512f,fma"))) inline void avx512_dots(index_t m, index_
     }
   }
 }
+/// bt[t * ldt + j] = b[j * ldb + t]: 16 rows of B per gather, so each store is
+/// one contiguous vector (a scalar transpose cost as much as the product).
+__attribute__((target("avx512f"))) inline void avx512_transpose(index_t n, index_t k,
+                                                                const float* b, index_t ldb,
+                                                                float* bt, index_t ldt) {
+  index_t j = 0;
+  if (ldb <= (index_t{1} << 26)) {  // 15 ldb must fit the 32-bit gather index
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(static_cast<int>(ldb)));
+    for (; j + 16 <= n; j += 16) {
+      const float* bj = b + j * ldb;
+      for (index_t t = 0; t < k; ++t)
+        _mm512_storeu_ps(bt + t * ldt + j, _mm512_i32gather_ps(idx, bj + t, 4));
+    }
+  }
+  for (; j < n; ++j)
+    for (index_t t = 0; t < k; ++t) bt[t * ldt + j] = b[j * ldb + t];
+}
 #pragma GCC diagnostic pop
 
 /// B's block transposed once into thread-local scratch (k x n), then tiles.
@@ -138,8 +157,7 @@ inline void gemm_nt_avx512(index_t m, index_t n, index_t k, const float* a, inde
   thread_local std::vector<float> bt;
   const index_t ldt = n + 32;  // room for a masked tail load
   bt.resize(static_cast<size_t>(k * ldt));
-  for (index_t j = 0; j < n; ++j)
-    for (index_t t = 0; t < k; ++t) bt[static_cast<size_t>(t * ldt + j)] = b[j * ldb + t];
+  avx512_transpose(n, k, b, ldb, bt.data(), ldt);
   for (index_t j = 0; j < n; j += 32) {
     const index_t left = n - j;
     const __mmask16 m0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
