@@ -9,6 +9,7 @@ packages+=(xtensor-dev libdlpack-dev pkg-config libtorch-dev python3-torch pytho
 packages+=(libopenmpi-dev openmpi-bin)  # ktsa::mpi and the MPI tests (label mpi)
 # The fused linear head: oneDNN (its default GEMM) and OpenBLAS (compared in its test and bench).
 packages+=(libdnnl-dev libopenblas-dev)
+packages+=(libfaiss-dev)  # ktsa::faiss, ktsa/retrieval/faiss.hpp (issue 15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

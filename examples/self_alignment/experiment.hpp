@@ -22,6 +22,7 @@
 #include <ktsa/sim/buyer.hpp>
 #include <ktsa/sim/calibration.hpp>
 #include <ktsa/sim/learned_oracle.hpp>
+#include <ktsa/sim/retrieval.hpp>
 
 #include "options.hpp"
 #include "policy.hpp"
@@ -39,11 +40,21 @@ inline constexpr std::uint64_t key_eval_sample = 0xE5A1, key_eval_buyer = 0xE5B2
                                key_eval_oracle = 0xE5C3, key_train = 0x7A11,
                                key_train_buyer = 0x7B22, key_batch = 0xBA7C;
 
-/// Candidate selection: the product each query is shown, by query id. Today
-/// the market's own retrieval (best of three by true fit, sim/catalogue.hpp);
-/// another source of candidates replaces this function alone.
-inline std::vector<int> select_candidates(const sim::market& m, const options& /*o*/) {
+/// Candidate selection: the product each query is shown, by query id. By
+/// default the market's own pick (best of three by true fit,
+/// sim/catalogue.hpp); --candidates retrieval takes the top-1 hybrid CBF + CF
+/// candidate of sim/retrieval.hpp (docs/retrieval.md) instead.
+inline std::vector<int> select_candidates(const sim::market& m, const options& o) {
   std::vector<int> shown(m.train_queries().size() + m.test_queries().size());
+  if (o.candidates == "retrieval") {
+    const sim::market_retrieval r(m);
+    for (const auto* qs : {&m.train_queries(), &m.test_queries()}) {
+      const std::vector<int> picked = r.candidates(ktsa::exec::host{}, *qs);
+      for (size_t i = 0; i < qs->size(); ++i)
+        shown[static_cast<size_t>((*qs)[i].id)] = picked[i];
+    }
+    return shown;
+  }
   for (const auto* qs : {&m.train_queries(), &m.test_queries()})
     for (const sim::query& q : *qs) shown[static_cast<size_t>(q.id)] = q.product;
   return shown;

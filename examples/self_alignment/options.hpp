@@ -21,6 +21,9 @@ struct options {
   /// convert), arms trained against the buyer itself; a teaching setting.
   std::string market = "paper";
   std::string feedback;    ///< "oracle" or "buyer"; empty: oracle (paper), buyer (classic)
+  /// "oracle": the market's pick (best of three by true fit); "retrieval": top-1
+  /// hybrid CBF + CF candidate (sim/retrieval.hpp).
+  std::string candidates = "oracle";
   int class_weights = -1;  ///< loss::balanced_weights on (1) or off (0); -1: on for paper
   int steps = 2500;        ///< KTO / KTSA steps
   int mle_steps = 300;     ///< supervised steps on the seller's descriptions
@@ -73,6 +76,8 @@ inline void print_help() {
       "  --train-queries N / --test-queries N   per category (default 50000 / 50000 on paper,\n"
       "                    300 / 150 on classic)\n"
       "  --chart-queries N held-out queries behind each chart point (default 4000)\n"
+      "  --candidates C    oracle (default: best of three by true fit) or retrieval (top-1\n"
+      "                    hybrid CBF + CF score, sim/retrieval.hpp, docs/retrieval.md)\n"
       "  --threads N       evaluation threads (default 2)\n"
       "  --timing B        1: print wall times (default), 0: omit them (comparable output)\n"
       "  --beta X          KTO temperature (default 0.1); --gamma X  KTSA's weight of r (default "
@@ -133,6 +138,10 @@ inline options parse(int argc, char** argv) {
       if (v != "oracle" && v != "buyer")
         throw std::invalid_argument("--feedback expects oracle or buyer, got '" + v + "'");
       o.feedback = v;
+    } else if (a == "--candidates") {
+      if (v != "oracle" && v != "retrieval")
+        throw std::invalid_argument("--candidates expects oracle or retrieval, got '" + v + "'");
+      o.candidates = v;
     } else if (a == "--class-weights")
       o.class_weights = static_cast<int>(parse_int(a, v, 0, 1));
     else if (a == "--steps")

@@ -303,8 +303,24 @@ class market {
   }
   const std::vector<query>& train_queries() const { return train_; }
   const std::vector<query>& test_queries() const { return test_; }
+  /// Replaces the product retrieved for each query (train, test in order),
+  /// e.g. by sim/retrieval.hpp's candidates instead of the built-in pick.
+  void set_query_products(const std::vector<int>& train, const std::vector<int>& test) {
+    detail::require_same_length("train", static_cast<std::int64_t>(train.size()), "train_queries",
+                                static_cast<std::int64_t>(train_.size()));
+    detail::require_same_length("test", static_cast<std::int64_t>(test.size()), "test_queries",
+                                static_cast<std::int64_t>(test_.size()));
+    for (int id : train) check_product(id);
+    for (int id : test) check_product(id);
+    for (size_t i = 0; i < train.size(); ++i) train_[i].product = train[i];
+    for (size_t i = 0; i < test.size(); ++i) test_[i].product = test[i];
+  }
 
  private:
+  void check_product(int id) const {
+    detail::require(id >= 0 && id < static_cast<int>(products_.size()), "product", id,
+                    "is not a product of this market");
+  }
   product make_product(rng& gen, int c, int i) const {
     product p;
     p.id = static_cast<int>(products_.size());
