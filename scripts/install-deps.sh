@@ -3,6 +3,8 @@
 # examples; does nothing for packages that are already there.
 set -euo pipefail
 packages=(cmake g++ make catch2 libeigen3-dev libbenchmark-dev gnuplot-nox)
+# issue 16: the libFuzzer harnesses (scripts/fuzz.sh)
+packages+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

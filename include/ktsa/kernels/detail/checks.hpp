@@ -264,10 +264,12 @@ struct no_view_check {
   void operator()(const V&, const char*) const {}
 };
 
-/// Fails when a required view is empty ({}).
+/// Fails when a required view has no data ({}); a view of zero elements may
+/// have none (an empty tensor, e.g. T = 0), its shape is checked elsewhere.
 template <class V>
 void require_view(const V& v, const char* name) {
-  if (v.data() == nullptr) ktsa::detail::fail_argument(name, "an empty view", "is required");
+  if (v.data() == nullptr && checked_size(v, name) > 0)
+    ktsa::detail::fail_argument(name, "an empty view", "is required");
 }
 
 /// An output of the given shape whose elements are written from several threads.
