@@ -11,6 +11,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace ktsa_fuzz {
 
@@ -47,6 +48,17 @@ class input {
   const std::uint8_t* p_;
   std::size_t n_, i_ = 0;
 };
+
+/// A number with every digit (findings must show the exact value).
+template <class T>
+std::string num(T v) {
+  char buf[64];
+  if constexpr (std::is_floating_point_v<T>)
+    std::snprintf(buf, sizeof buf, "%.17g", static_cast<double>(v));
+  else
+    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
+  return buf;
+}
 
 /// A finding: the harness aborts so libFuzzer saves the input.
 [[noreturn]] inline void fail(const std::string& what) {

@@ -153,8 +153,8 @@ bool near(double got, long double want, double abs_tol, bool float_output) {
 }
 
 std::string where(index_t b, index_t t, index_t j, const char* level) {
-  return std::string("b=") + std::to_string(b) + " t=" + std::to_string(t) +
-         " j=" + std::to_string(j) + " level=" + level;
+  return std::string("b=") + ktsa_fuzz::num(b) + " t=" + ktsa_fuzz::num(t) +
+         " j=" + ktsa_fuzz::num(j) + " level=" + level;
 }
 
 template <class V>
@@ -365,21 +365,21 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
           const long double lp = A.logp[static_cast<size_t>(target[row])];
           seq += lp;
           if (!near(r.tlp[row], lp, 4e-6, true))
-            fail("token_logp " + std::to_string(r.tlp[row]) + " vs " +
-                 std::to_string(static_cast<double>(lp)) + " " + where(bb, t, -1, ln));
+            fail("token_logp " + ktsa_fuzz::num(r.tlp[row]) + " vs " +
+                 ktsa_fuzz::num(static_cast<double>(lp)) + " " + where(bb, t, -1, ln));
           if (!near(r.lse[row], A.m + std::log(A.s), 4e-6, true))
             fail("lse " + where(bb, t, -1, ln));
           for (index_t j = 0; j < V; ++j) {
             const long double p = std::exp(A.logp[static_cast<size_t>(j)]);
             const long double want = (j == target[row] ? 1.0L : 0.0L) - p;
             if (!near(grow[j], want, 4e-6, true))
-              fail("fused gradient " + std::to_string(grow[j]) + " vs " +
-                   std::to_string(static_cast<double>(want)) + " " + where(bb, t, j, ln));
+              fail("fused gradient " + ktsa_fuzz::num(grow[j]) + " vs " +
+                   ktsa_fuzz::num(static_cast<double>(want)) + " " + where(bb, t, j, ln));
             if (r.bwd_ok) {
               const float gb = r.bgrad[row * static_cast<size_t>(V) + static_cast<size_t>(j)];
               if (!near(gb, g * want, 6e-6 * std::fabs(g), true))
-                fail("backward gradient " + std::to_string(gb) + " vs " +
-                     std::to_string(static_cast<double>(g * want)) + " " + where(bb, t, j, ln));
+                fail("backward gradient " + ktsa_fuzz::num(gb) + " vs " +
+                     ktsa_fuzz::num(static_cast<double>(g * want)) + " " + where(bb, t, j, ln));
             }
           }
         }
@@ -400,11 +400,11 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
           // KL past ~1e37 may saturate to +inf in the float lanes (docs/kernels.md).
           const bool huge = std::fabs(static_cast<double>(kl)) > 1e37;
           if (!(huge && std::isinf(r.kl[row]) && r.kl[row] > 0) && !near(r.kl[row], kl, 4e-6, true))
-            fail("KL " + std::to_string(r.kl[row]) + " vs " +
-                 std::to_string(static_cast<double>(kl)) + " " + where(bb, t, -1, ln));
+            fail("KL " + ktsa_fuzz::num(r.kl[row]) + " vs " +
+                 ktsa_fuzz::num(static_cast<double>(kl)) + " " + where(bb, t, -1, ln));
           if (!near(r.ent[row], h, 4e-6, true))
-            fail("entropy " + std::to_string(r.ent[row]) + " vs " +
-                 std::to_string(static_cast<double>(h)) + " " + where(bb, t, -1, ln));
+            fail("entropy " + ktsa_fuzz::num(r.ent[row]) + " vs " +
+                 ktsa_fuzz::num(static_cast<double>(h)) + " " + where(bb, t, -1, ln));
           if (r.kl_bwd_ok && !huge)
             for (index_t j = 0; j < V; ++j) {
               const size_t k = row * static_cast<size_t>(V) + static_cast<size_t>(j);
@@ -416,8 +416,8 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
               const long double wb = g * (q - p);
               if (!near(r.ga[k], wa,
                         4e-6 * std::fabs(g) * (1 + std::fabs(static_cast<double>(lp - lq))), true))
-                fail("KL grad_a " + std::to_string(r.ga[k]) + " vs " +
-                     std::to_string(static_cast<double>(wa)) + " " + where(bb, t, j, ln));
+                fail("KL grad_a " + ktsa_fuzz::num(r.ga[k]) + " vs " +
+                     ktsa_fuzz::num(static_cast<double>(wa)) + " " + where(bb, t, j, ln));
               if (!near(r.gb[k], wb, 4e-6 * std::fabs(g), true))
                 fail("KL grad_b " + where(bb, t, j, ln));
             }
@@ -432,8 +432,8 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
                                      : seq;
         if (!near(r.seq[static_cast<size_t>(bb)], want, tol, false) &&
             !(std::fabs(static_cast<double>(want)) > FLT_MAX * 0.99))
-          fail("sequence_logp " + std::to_string(r.seq[static_cast<size_t>(bb)]) + " vs " +
-               std::to_string(static_cast<double>(want)));
+          fail("sequence_logp " + ktsa_fuzz::num(r.seq[static_cast<size_t>(bb)]) + " vs " +
+               ktsa_fuzz::num(static_cast<double>(want)));
       }
       (void)kl_nan;
       (void)seq_kl;

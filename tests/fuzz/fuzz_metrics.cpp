@@ -93,25 +93,28 @@ void fuzz_intervals(ktsa_fuzz::input& in) {
   if (ktsa_fuzz::contract_call([&] { iv = m::binomial_interval(x, n, conf, method); })) {
     if (x < 0 || n < 0 || x > n) fail("impossible counts accepted");
     if (!in01(iv.lower) || !in01(iv.upper) || iv.lower > iv.upper)
-      fail("interval [" + std::to_string(iv.lower) + ", " + std::to_string(iv.upper) +
-           "] for x=" + std::to_string(x) + " n=" + std::to_string(n) + " method " +
+      fail("interval [" + ktsa_fuzz::num(iv.lower) + ", " + ktsa_fuzz::num(iv.upper) +
+           "] for x=" + ktsa_fuzz::num(x) + " n=" + ktsa_fuzz::num(n) + " method " +
            m::interval_method_name(method));
-    if (n > 0 && n <= (std::int64_t{1} << 53) && method != m::interval_method::wald &&
-        method != m::interval_method::agresti_coull) {
+    // Clopper-Pearson and Wilson always contain x / n; Jeffreys shrinks to the
+    // posterior median (not x / n) as the confidence goes to 0, so only from 0.5.
+    const bool contains = method == m::interval_method::clopper_pearson ||
+                          method == m::interval_method::wilson ||
+                          (method == m::interval_method::jeffreys && conf >= 0.5);
+    if (n > 0 && n <= (std::int64_t{1} << 53) && contains) {
       const double p = static_cast<double>(x) / static_cast<double>(n);
-      // Exact methods and Wilson contain the estimate (Wald / Agresti-Coull are centred elsewhere
-      // or clip).
       const double slack = 1e-12;
       if (!(iv.lower <= p + slack && p - slack <= iv.upper))
-        fail("interval [" + std::to_string(iv.lower) + ", " + std::to_string(iv.upper) +
-             "] excludes x/n = " + std::to_string(p) + " (x=" + std::to_string(x) +
-             " n=" + std::to_string(n) + " method " + m::interval_method_name(method) + ")");
+        fail("interval [" + ktsa_fuzz::num(iv.lower) + ", " + ktsa_fuzz::num(iv.upper) +
+             "] excludes x/n = " + ktsa_fuzz::num(p) + " (x=" + ktsa_fuzz::num(x) +
+             " n=" + ktsa_fuzz::num(n) + " method " + m::interval_method_name(method) +
+             ", confidence " + ktsa_fuzz::num(conf) + ")");
     }
   }
   const std::int64_t n2 = draw_count(in), x2 = in.flag() ? draw_count(in) : (n2 > 0 ? n2 / 2 : 0);
   (void)ktsa_fuzz::contract_call([&] {
     const m::z_test_result z = m::two_proportion_z_test(x, n, x2, n2);
-    if (!(z.p_value >= 0 && z.p_value <= 1)) fail("z-test p-value " + std::to_string(z.p_value));
+    if (!(z.p_value >= 0 && z.p_value <= 1)) fail("z-test p-value " + ktsa_fuzz::num(z.p_value));
   });
   (void)ktsa_fuzz::contract_call([&] {
     const m::interval d = m::newcombe_interval(x, n, x2, n2, conf);
@@ -136,7 +139,7 @@ void fuzz_classification(ktsa_fuzz::input& in) {
     const m::classification_scores s = m::classification_report(yt, yp, k, zd);
     for (double v : {s.accuracy, s.macro.f1, s.micro.f1, s.weighted.f1, s.macro.precision})
       if (!(in01(v) || (zd == m::zero_division::nan && std::isnan(v))))
-        fail("classification score " + std::to_string(v));
+        fail("classification score " + ktsa_fuzz::num(v));
   });
   // Counts given directly, including negative ones.
   (void)ktsa_fuzz::contract_call([&] {
@@ -144,7 +147,7 @@ void fuzz_classification(ktsa_fuzz::input& in) {
     for (int i = 0; i < 4; ++i) cm.add(in.byte() % 3, in.byte() % 3, draw_count(in));
     const m::classification_scores s = m::classification_report(cm, zd);
     for (double v : {s.accuracy, s.macro.f1, s.micro.precision})
-      if (!(in01(v) || std::isnan(v))) fail("score from direct counts " + std::to_string(v));
+      if (!(in01(v) || std::isnan(v))) fail("score from direct counts " + ktsa_fuzz::num(v));
   });
 }
 
@@ -153,10 +156,10 @@ void fuzz_ranking(ktsa_fuzz::input& in) {
   m::run_results run;
   const int nq = static_cast<int>(in.range(0, 3));
   for (int i = 0; i < nq; ++i) {
-    const std::string qid = "q" + std::to_string(i);
+    const std::string qid = "q" + ktsa_fuzz::num(i);
     const int nd = static_cast<int>(in.range(0, 6));
     for (int d = 0; d < nd; ++d) {
-      const std::string doc = "d" + std::to_string(in.byte() % 8);
+      const std::string doc = "d" + ktsa_fuzz::num(in.byte() % 8);
       q[qid][doc] = static_cast<int>(in.range(-1, 3));
       if (in.flag())
         run[qid].push_back({doc, static_cast<double>(static_cast<int>(in.byte()) - 128)});
