@@ -302,6 +302,26 @@ TEST_CASE("every kernel on every level: huge logits keep the forward's accuracy"
   }
 }
 
+TEST_CASE("every kernel on every level: KL terms whose fp32 lane sums overflow", "[simd][huge]") {
+  // a uniform over 64, b = -2e38 at j = 0, 16, 32, 48 (one lane of one
+  // accumulator on AVX2 and AVX-512), 0 elsewhere: each term is 2e38 / 64, the
+  // lane sum 8e38 overflows fp32, the KL is 1.25e37. fuzz_kernels found the
+  // vector levels giving +inf (and the backward refusing it) where scalar did not.
+  std::vector<float> a(64, 0.0f), b(64, 0.0f);
+  for (int j : {0, 16, 32, 48}) b[static_cast<size_t>(j)] = -2e38f;
+  const input in = rows_input(64, {a}, {b}, {5});
+  const double kl_ref = 4.0 / 64 * 2e38 + std::log(60.0 / 64);  // sum_j p_j (log p_j - log q_j)
+  for (const outputs& r : run_levels(in, false, true)) {
+    CHECK(std::isfinite(r.kl[0]));
+    CHECK(std::fabs(r.kl[0] / kl_ref - 1) < 1e-6);
+  }
+  const auto outs = run_levels(in, false, true);
+  for (size_t i = 0; i < outs.size(); ++i) {
+    check_against_reference(in, outs[i], level_name(levels()[i]));
+    CHECK(same_bits(outs[i].kl, outs[0].kl));  // the row is the scalar kernel's on every level
+  }
+}
+
 TEST_CASE("every kernel on every level: denormal probabilities and denormal logits",
           "[simd][denormal]") {
   // Row 0: p_j ~ e^-95 ~ 5e-42 (denormal in float); row 1: denormal logits.

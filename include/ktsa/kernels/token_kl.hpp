@@ -63,6 +63,13 @@ kl_row finish_kl_row(simd_level level, const kl_state& st, const TA* a, const TB
     if (st.max_b == -kInf) fail_all_neg_inf("b_logits", bi, t);
     return {nan, nan, nan, nan};
   }
+  if (level != simd_level::scalar && !(std::isfinite(st.w) && std::isfinite(st.u))) {
+    // The vector levels sum w in fp32 lanes, which can overflow on finite
+    // terms when logit gaps approach FLT_MAX; the scalar kernel sums in fp64.
+    // Redo the row there (a rare path) so every level gives the scalar's answer.
+    return finish_kl_row(simd_level::scalar, row_kl_scalar<TA, TB, true>(a, b, V), a, b, V, bi, t,
+                         o);
+  }
   const double log_sa = std::log(st.sum_a), log_sb = std::log(st.sum_b);
   kl_row r;
   r.lse_a = static_cast<double>(st.max_a) + log_sa;

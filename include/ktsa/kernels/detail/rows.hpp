@@ -132,8 +132,13 @@ kl_state row_kl_scalar(const TA* a, const TB* b, index_t n) {
       // p_j = 0 contributes nothing (0 * inf would be NaN): a_j = -inf, or a
       // finite mask like -FLT_MAX whose da - db can overflow. NaN is kept.
       if (ea != 0.0f) {
-        w += ea * (da - db);
-        if (Entropy) u += ea * da;
+        // The differences in fp64: a logit gap beyond FLT_MAX (b_j = -3e38
+        // under max_b = 3e38) is finite there. The vector levels come here
+        // for a row whose fp32 sums overflow (finish_kl_row).
+        const double dda = static_cast<double>(av) - static_cast<double>(sha);
+        const double ddb = static_cast<double>(bv) - static_cast<double>(shb);
+        w += static_cast<double>(ea) * (dda - ddb);
+        if (Entropy) u += static_cast<double>(ea) * dda;
       }
     }
     st.sum_a += sa;
