@@ -389,13 +389,25 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
           if (!std::isnan(r.kl[row]))
             fail("KL of a NaN/+inf row is not NaN " + where(bb, t, -1, ln));
         } else if (!Bq.all_neg_inf) {
-          long double kl = 0, h = 0;
+          // The kernels' rule (docs/kernels.md): a term counts when exp(a_j -
+          // running max of a up to j's 2048-block) >= FLT_MIN. Terms within 1e-4
+          // of that threshold make the row ambiguous (rounding decides).
+          long double kl = 0, h = 0, run_max = -INFINITY;
+          bool ambiguous = false;
+          const TA* arow = a.row(bb, t);
           for (index_t j = 0; j < V; ++j) {
+            if (j % 2048 == 0)
+              for (index_t k = j; k < std::min<index_t>(V, j + 2048); ++k)
+                run_max = std::max<long double>(run_max, ktsa::to_float(arow[k]));
             const long double p = std::exp(A.logp[static_cast<size_t>(j)]);
-            if (p == 0) continue;
+            const long double e =
+                std::exp(static_cast<long double>(ktsa::to_float(arow[j])) - run_max);
+            if (std::fabs(e / FLT_MIN - 1) < 1e-4L) ambiguous = true;
+            if (p == 0 || e < FLT_MIN) continue;
             kl += p * (A.logp[static_cast<size_t>(j)] - Bq.logp[static_cast<size_t>(j)]);
             h -= p * A.logp[static_cast<size_t>(j)];
           }
+          if (ambiguous) continue;
           seq_kl += kl;
           // Gradients of a KL past 1e37 are themselves beyond any useful bound.
           const bool huge = std::fabs(static_cast<double>(kl)) > 1e37;
@@ -411,11 +423,12 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
               const long double lp = A.logp[static_cast<size_t>(j)],
                                 lq = Bq.logp[static_cast<size_t>(j)];
               const long double p = std::exp(lp), q = std::exp(lq);
+              if (std::fabs(p / FLT_MIN - 1) < 1e-4L) continue;  // at the threshold
               const long double wa =
-                  p == 0 ? 0.0L : g * p * (lp - lq - static_cast<long double>(r.kl[row]));
+                  p < FLT_MIN ? 0.0L : g * p * (lp - lq - static_cast<long double>(r.kl[row]));
               const long double wb = g * (q - p);
-              // p = 0 (a_j = -inf, or -FLT_MAX rounded to -inf in bf16): exactly 0.
-              if (p == 0
+              // p < FLT_MIN (a_j = -inf, -FLT_MAX rounded to -inf in bf16, ...): exactly 0.
+              if (p < FLT_MIN
                       ? r.ga[k] != 0
                       : !near(r.ga[k], wa,
                               4e-6 * std::fabs(g) * (1 + std::fabs(static_cast<double>(lp - lq))),

@@ -37,13 +37,14 @@ KTSA_HOST_DEVICE inline float kl_term(float a, float b, float lse_a, float lse_b
 
 /// d KL(p || q) / d a_j = p_j (log p_j - log q_j - KL), times the row's upstream
 /// scale, with lse_a = m_a + ls_a and lse_b = m_b + ls_b (see logprob_grad_element).
-/// A p_j that is 0 (a_j = -inf, or a finite mask such as -FLT_MAX) contributes
-/// 0, never 0 * inf = NaN; a NaN p_j stays NaN.
+/// A p_j that is 0 (a_j = -inf, or a finite mask such as -FLT_MAX) or below
+/// FLT_MIN contributes 0, never 0 * inf = NaN (the same on every host SIMD
+/// level, see docs/kernels.md); a NaN p_j stays NaN.
 KTSA_HOST_DEVICE inline float kl_grad_a_element(float a, float b, float m_a, float ls_a, float m_b,
                                                 float ls_b, float row_kl, float scale) {
   const float log_p = (a - m_a) - ls_a;
   const float p = math::exp(log_p);
-  if (p == 0.0f) return 0.0f;
+  if (p < 1.17549435e-38f) return 0.0f;  // FLT_MIN; false for NaN
   return scale * p * (log_p - ((b - m_b) - ls_b) - row_kl);
 }
 KTSA_HOST_DEVICE inline float kl_grad_a_element(float a, float b, float lse_a, float lse_b,

@@ -35,6 +35,8 @@ namespace ktsa::kernels::detail {
 inline constexpr index_t kBlock = 2048;
 
 inline constexpr float kInf = std::numeric_limits<float>::infinity();
+/// FLT_MIN: in the KL sums and gradient a probability below it counts as 0.
+inline constexpr float kMinNormal = std::numeric_limits<float>::min();
 
 /// log sum exp = max + log(sum); sum is relative to max.
 struct lse_state {
@@ -130,8 +132,10 @@ kl_state row_kl_scalar(const TA* a, const TB* b, index_t n) {
       sa += ea;
       sb += math::exp(db);
       // p_j = 0 contributes nothing (0 * inf would be NaN): a_j = -inf, or a
-      // finite mask like -FLT_MAX whose da - db can overflow. NaN is kept.
-      if (ea != 0.0f) {
+      // finite mask like -FLT_MAX whose da - db can overflow. Below FLT_MIN
+      // counts as 0 on every level (AVX2's exp flushes there, and a denormal
+      // times log q = -inf would make KL +inf on one level only). NaN is kept.
+      if (!(ea < kMinNormal)) {
         // The differences in fp64: a logit gap beyond FLT_MAX (b_j = -3e38
         // under max_b = 3e38) is finite there. The vector levels come here
         // for a row whose fp32 sums overflow (finish_kl_row).
@@ -286,9 +290,10 @@ KTSA_SIMD_TARGET inline vf vexp_exact(vf x) {
   const vf tc = _mm256_max_ps(_mm256_set1_ps(-126.0f), _mm256_min_ps(_mm256_set1_ps(127.0f), t));
   return _mm256_and_ps(exp2_core(tc), _mm256_cmp_ps(t, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ));
 }
-/// v where p != 0 (NaN kept), else 0: a zero probability contributes nothing.
+/// v where p >= FLT_MIN (NaN kept), else 0: a zero (or denormal) probability
+/// contributes nothing, the same on every level.
 KTSA_SIMD_TARGET inline vf vkeep_nz(vf p, vf v) {
-  return _mm256_and_ps(_mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_UQ), v);
+  return _mm256_and_ps(_mm256_cmp_ps(p, _mm256_set1_ps(kMinNormal), _CMP_NLT_UQ), v);
 }
 KTSA_SIMD_TARGET inline float vhmax(vf v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -406,7 +411,7 @@ KTSA_SIMD_TARGET inline vf vexp_fast(vf x) {
   return _mm512_scalef_ps(p, n);
 }
 KTSA_SIMD_TARGET inline vf vkeep_nz(vf p, vf v) {
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_NEQ_UQ), v);
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, _mm512_set1_ps(kMinNormal), _CMP_NLT_UQ), v);
 }
 KTSA_SIMD_TARGET inline float vhmax(vf v) {
   const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v),
