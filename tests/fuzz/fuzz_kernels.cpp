@@ -428,11 +428,12 @@ void fuzz_case(ktsa_fuzz::input& in, index_t B, index_t T_, index_t V, int layou
                   p < FLT_MIN ? 0.0L : g * p * (lp - lq - static_cast<long double>(r.kl[row]));
               const long double wb = g * (q - p);
               // p < FLT_MIN (a_j = -inf, -FLT_MAX rounded to -inf in bf16, ...): exactly 0.
-              if (p < FLT_MIN
-                      ? r.ga[k] != 0
-                      : !near(r.ga[k], wa,
-                              4e-6 * std::fabs(g) * (1 + std::fabs(static_cast<double>(lp - lq))),
-                              true))
+              if (p < FLT_MIN ? r.ga[k] != 0
+                              : !near(r.ga[k], wa,
+                                      4e-6 * std::fabs(g) *
+                                          (1 + std::fabs(static_cast<double>(lp - lq)) +
+                                           std::fabs(r.kl[row])),
+                                      true))
                 fail("KL grad_a " + ktsa_fuzz::num(r.ga[k]) + " vs " +
                      ktsa_fuzz::num(static_cast<double>(wa)) + " " + where(bb, t, j, ln));
               if (!near(r.gb[k], wb, 4e-6 * std::fabs(g), true))
