@@ -10,6 +10,8 @@ packages+=(libopenmpi-dev openmpi-bin)  # ktsa::mpi and the MPI tests (label mpi
 # The fused linear head: oneDNN (its default GEMM) and OpenBLAS (compared in its test and bench).
 packages+=(libdnnl-dev libopenblas-dev)
 packages+=(libfaiss-dev)  # ktsa::faiss, ktsa/retrieval/faiss.hpp (issue 15)
+# issue 16: the libFuzzer harnesses (scripts/fuzz.sh)
+packages+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

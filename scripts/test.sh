@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds in Release (CUDA compiled when nvcc is
 # present), runs every test, then builds and runs the host tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then runs the libFuzzer
+# harnesses of tests/fuzz/ for a fixed number of executions (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -21,4 +22,6 @@ fi
 cmake --preset sanitize
 cmake --build --preset sanitize
 ctest --preset sanitize
-echo "ktsa: all tests passed (release + sanitize)"
+# issue 16: every libFuzzer harness, a fixed number of executions each.
+bash scripts/fuzz.sh
+echo "ktsa: all tests passed (release + sanitize + fuzz)"

@@ -38,13 +38,15 @@ class tensor_view {
     }
   }
 
-  /// Contiguous row-major view.
+  /// Contiguous row-major view. (Strides are formed modulo 2^64, so absurd
+  /// shapes are no undefined behaviour here; every kernel checks shape x
+  /// stride x element size before it touches memory.)
   KTSA_HOST_DEVICE constexpr tensor_view(T* data, const index_t (&shape)[Rank]) : data_(data) {
-    index_t s = 1;
+    std::uint64_t s = 1;
     for (int d = Rank - 1; d >= 0; --d) {
       shape_[d] = shape[d];
-      strides_[d] = s;
-      s *= shape[d];
+      strides_[d] = static_cast<index_t>(s);
+      s *= static_cast<std::uint64_t>(shape[d]);
     }
   }
 
@@ -60,17 +62,19 @@ class tensor_view {
   KTSA_HOST_DEVICE constexpr T* data() const { return data_; }
   KTSA_HOST_DEVICE constexpr index_t extent(int d) const { return shape_[d]; }
   KTSA_HOST_DEVICE constexpr index_t stride(int d) const { return strides_[d]; }
+  /// Product of the extents (modulo 2^64 when it does not fit; the kernels
+  /// use a checked count, kernels::detail::checked_size).
   KTSA_HOST_DEVICE constexpr index_t size() const {
-    index_t n = 1;
-    for (int d = 0; d < Rank; ++d) n *= shape_[d];
-    return n;
+    std::uint64_t n = 1;
+    for (int d = 0; d < Rank; ++d) n *= static_cast<std::uint64_t>(shape_[d]);
+    return static_cast<index_t>(n);
   }
   KTSA_HOST_DEVICE constexpr bool empty() const { return size() == 0; }
   KTSA_HOST_DEVICE constexpr bool is_contiguous() const {
-    index_t s = 1;
+    std::uint64_t s = 1;
     for (int d = Rank - 1; d >= 0; --d) {
-      if (shape_[d] != 1 && strides_[d] != s) return false;
-      s *= shape_[d];
+      if (shape_[d] != 1 && static_cast<std::uint64_t>(strides_[d]) != s) return false;
+      s *= static_cast<std::uint64_t>(shape_[d]);
     }
     return true;
   }

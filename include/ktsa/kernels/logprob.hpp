@@ -83,6 +83,23 @@ double classify_bad_row(simd_level level, const T* x, index_t V, const lse_state
   return std::numeric_limits<double>::quiet_NaN();
 }
 
+/// |lse| from which a backward recomputes a row's log-sum-exp instead of
+/// using the saved float: one ulp of 64 is 7.6e-6, so below it the saved lse
+/// costs at most 3.8e-6 relative in p; typical LLM rows (|lse| < 50) never
+/// pay the extra pass.
+inline constexpr float kSavedLseLimit = 64.0f;
+
+/// Replaces (m, ls) = (saved lse, 0) by the row's own (max, log-sum) when
+/// |lse| >= kSavedLseLimit (a second pass over that row only).
+template <class T>
+void recentre_lse(simd_level level, const T* x, index_t V, float& m, float& ls) {
+  if (!(std::fabs(m) >= kSavedLseLimit)) return;
+  const lse_state st = row_lse(level, x, V);
+  if (st.max == -kInf || !(st.sum > 0) || !(st.sum < HUGE_VAL)) return;  // keep the saved one
+  m = st.max;
+  ls = static_cast<float>(std::log(st.sum));
+}
+
 template <class G, class L>
 void check_grad_type() {
   static_assert(!std::is_const_v<G>, "the gradient output must be writable");
@@ -106,6 +123,14 @@ void logprob_forward_impl(const exec::host& ex, tensor_view<L, 3> logits, tensor
   check_logprob_outputs(B, Tn, sequence_logp, token_count, lse, token_logp);
   const bool in_place =
       grad.data() != nullptr && check_grad_output(grad, logits, "grad_logits", "logits");
+  {
+    const mem_range seq = range_of(sequence_logp, "sequence_logp"),
+                    cnt = range_of(token_count, "token_count"), ls = range_of(lse, "lse"),
+                    tl = range_of(token_logp, "token_logp"), gr = range_of(grad, "grad_logits"),
+                    lab = range_of(labels, "labels"), lg = range_of(logits, "logits");
+    require_disjoint({seq, cnt, ls, tl, gr}, {lab});
+    require_disjoint({seq, cnt, ls, tl}, {lg});  // grad vs logits: check_grad_output
+  }
   const bool stream = grad.data() != nullptr && use_streaming(grad.size(), sizeof(G), in_place);
   const targets tg = prepare_targets(labels, B, Tn, V, o, true);
   std::vector<double> token(static_cast<size_t>(B * Tn));
@@ -135,24 +160,34 @@ void logprob_forward_impl(const exec::host& ex, tensor_view<L, 3> logits, tensor
           const float xy = to_float(x[y]);  // read before an in-place gradient overwrites it
           const lse_state st =
               keep_exp ? row_lse_keep(level, x, V, e.data(), shifts.data()) : row_lse(level, x, V);
-          double row_lse_value, lp;
-          if (st.max != -kInf && st.sum > 0 && st.sum < HUGE_VAL) {
-            const double log_sum = std::log(st.sum);
+          double row_lse_value, lp, log_sum = 0;
+          const bool good = st.max != -kInf && st.sum > 0 && st.sum < HUGE_VAL;
+          if (good) {
+            log_sum = std::log(st.sum);
             row_lse_value = static_cast<double>(st.max) + log_sum;
             lp = (static_cast<double>(xy) - static_cast<double>(st.max)) - log_sum;
           } else {
             row_lse_value = lp = classify_bad_row(level, x, V, st, b, t, o, "logits");
           }
           token[static_cast<size_t>(r)] = lp;
-          const float lse_f = static_cast<float>(row_lse_value);
-          if (lse.data() != nullptr) lse(b, t) = lse_f;
+          if (lse.data() != nullptr) lse(b, t) = static_cast<float>(row_lse_value);
           if (token_logp.data() != nullptr) token_logp(b, t) = static_cast<float>(lp);
-          if (g != nullptr) {
+          if (g != nullptr && !good) {
+            // NaN / +inf in the row (no check_finite): the whole gradient row
+            // is NaN on every SIMD level, as its log-prob is.
+            const G nan = from_float<G>(std::numeric_limits<float>::quiet_NaN());
+            for (index_t j = 0; j < V; ++j) g[j] = nan;
+          } else if (g != nullptr) {
+            // The gradient uses the row max and log-sum as the forward does
+            // (not the rounded float lse), so it keeps the forward's accuracy
+            // at huge logits.
+            const float m = st.max, ls = static_cast<float>(log_sum);
             if (keep_exp)
-              row_grad_from_e(level, e.data(), shifts.data(), V, lse_f, 1.0f, g, stream);
+              row_grad_from_e(level, e.data(), shifts.data(), V, static_cast<double>(st.max),
+                              log_sum, 1.0f, g, stream);
             else
-              row_grad(level, x, V, lse_f, 1.0f, g, stream);
-            g[y] = from_float<G>(logprob_grad_element(xy, lse_f, true, 1.0f));
+              row_grad(level, x, V, m, ls, 1.0f, g, stream);
+            g[y] = from_float<G>(logprob_grad_element(xy, m, ls, true, 1.0f));
           }
         }
         if (stream) stream_fence();
@@ -241,6 +276,10 @@ void sequence_logprob_backward(const exec::host& ex, tensor_view<L, 3> logits,
                    " but the labels have ", tg.count[static_cast<size_t>(b)],
                    " unmasked positions: pass the forward's counts and options"));
   }
+  require_disjoint(
+      {range_of(grad_logits, "grad_logits")},
+      {range_of(labels, "labels"), range_of(lse, "lse"), range_of(token_count, "token_count"),
+       range_of(upstream_grad, "upstream_grad")});
   check_finite_vector(upstream_grad, "upstream_grad");
   check_saved_finite(tg, B, Tn, {lse}, {"lse"}, "pass the lse saved by sequence_logprob_forward");
   const std::vector<float> scale = sequence_scales(upstream_grad, tg, opts.reduce);
@@ -261,9 +300,13 @@ void sequence_logprob_backward(const exec::host& ex, tensor_view<L, 3> logits,
             const index_t j = first_nonfinite(level, x, V);
             if (j >= 0) fail_nonfinite_logit("logits", b, t, j, x[j]);
           }
-          const float xy = to_float(x[y]), s = scale[static_cast<size_t>(b)], l = lse(b, t);
-          row_grad(level, x, V, l, s, g, stream);
-          g[y] = from_float<G>(logprob_grad_element(xy, l, true, s));
+          const float xy = to_float(x[y]), s = scale[static_cast<size_t>(b)];
+          // A saved float lse is exact to ulp(lse) / 2: fine below kSavedLseLimit;
+          // beyond it (huge logits) the row's lse is recomputed as max + log-sum.
+          float m = lse(b, t), ls = 0.0f;
+          recentre_lse(level, x, V, m, ls);
+          row_grad(level, x, V, m, ls, s, g, stream);
+          g[y] = from_float<G>(logprob_grad_element(xy, m, ls, true, s));
         }
         if (stream) stream_fence();
       });
@@ -282,7 +325,11 @@ void scale_rows(const exec::host& ex, tensor_view<G, 3> grad_logits, tensor_view
   const index_t B = grad_logits.extent(0), Tn = grad_logits.extent(1), V = grad_logits.extent(2);
   require_shape(row_scale, {B}, "row_scale");
   check_no_self_overlap(grad_logits, "grad_logits");
+  require_disjoint({range_of(grad_logits, "grad_logits")}, {range_of(row_scale, "row_scale")});
   check_finite_vector(row_scale, "row_scale");
+  std::vector<float> s(static_cast<size_t>(B));
+  for (index_t b = 0; b < B; ++b)
+    s[static_cast<size_t>(b)] = float_scale(row_scale[b], "row_scale", b);
   const simd_level level = active_simd_level();
   ktsa::detail::parallel_chunks(
       ex, B * Tn, min_rows_per_thread(V), [&](index_t begin, index_t end) {
@@ -290,7 +337,7 @@ void scale_rows(const exec::host& ex, tensor_view<G, 3> grad_logits, tensor_view
           const index_t b = r / Tn, t = r % Tn;
           detail::row_scale(
               level, grad_logits.data() + b * grad_logits.stride(0) + t * grad_logits.stride(1), V,
-              static_cast<float>(row_scale[b]));
+              s[static_cast<size_t>(b)]);
         }
       });
 }

@@ -63,6 +63,13 @@ kl_row finish_kl_row(simd_level level, const kl_state& st, const TA* a, const TB
     if (st.max_b == -kInf) fail_all_neg_inf("b_logits", bi, t);
     return {nan, nan, nan, nan};
   }
+  if (level != simd_level::scalar && !(std::isfinite(st.w) && std::isfinite(st.u))) {
+    // The vector levels sum w in fp32 lanes, which can overflow on finite
+    // terms when logit gaps approach FLT_MAX; the scalar kernel sums in fp64.
+    // Redo the row there (a rare path) so every level gives the scalar's answer.
+    return finish_kl_row(simd_level::scalar, row_kl_scalar<TA, TB, true>(a, b, V), a, b, V, bi, t,
+                         o);
+  }
   const double log_sa = std::log(st.sum_a), log_sb = std::log(st.sum_b);
   kl_row r;
   r.lse_a = static_cast<double>(st.max_a) + log_sa;
@@ -98,6 +105,11 @@ void token_kl_forward(const exec::host& ex, tensor_view<A, 3> a_logits, tensor_v
   check_pair(a_logits, b_logits);
   const index_t B = a_logits.extent(0), Tn = a_logits.extent(1), V = a_logits.extent(2);
   check_token_kl_forward_args(B, Tn, labels, sequence_kl, token_kl, lse_a, lse_b, token_entropy);
+  require_disjoint(
+      {range_of(sequence_kl, "sequence_kl"), range_of(token_kl, "token_kl"),
+       range_of(lse_a, "lse_a"), range_of(lse_b, "lse_b"),
+       range_of(token_entropy, "token_entropy")},
+      {range_of(a_logits, "a_logits"), range_of(b_logits, "b_logits"), range_of(labels, "labels")});
   const targets tg = prepare_targets(labels, B, Tn, V, opts, false);
   std::vector<double> token(static_cast<size_t>(B * Tn));
   const simd_level level = active_simd_level();
@@ -160,6 +172,9 @@ void token_kl_backward(const exec::host& ex, tensor_view<A, 3> a_logits,
   const index_t B = a_logits.extent(0), Tn = a_logits.extent(1), V = a_logits.extent(2);
   const bool has_b = grad_b.data() != nullptr;
   const targets tg = prepare_targets(labels, B, Tn, V, opts, false);
+  require_disjoint({range_of(grad_a, "grad_a"), range_of(grad_b, "grad_b")},
+                   {range_of(labels, "labels"), range_of(lse_a, "lse_a"), range_of(lse_b, "lse_b"),
+                    range_of(token_kl, "token_kl"), range_of(upstream_grad, "upstream_grad")});
   check_finite_vector(upstream_grad, "upstream_grad");
   check_saved_finite(tg, B, Tn, {lse_a, lse_b, token_kl}, {"lse_a", "lse_b", "token_kl"},
                      "pass the finite values saved by token_kl_forward");
@@ -185,7 +200,11 @@ void token_kl_backward(const exec::host& ex, tensor_view<A, 3> a_logits,
             const index_t jb = first_nonfinite(level, pb, V);
             if (jb >= 0) fail_nonfinite_logit("b_logits", b, t, jb, pb[jb]);
           }
-          row_kl_grad(level, pa, pb, V, lse_a(b, t), lse_b(b, t), token_kl(b, t),
+          // Saved lse as is, or recomputed for huge logits (see recentre_lse).
+          float ma = lse_a(b, t), lsa = 0.0f, mb = lse_b(b, t), lsb = 0.0f;
+          recentre_lse(level, pa, V, ma, lsa);
+          recentre_lse(level, pb, V, mb, lsb);
+          row_kl_grad(level, pa, pb, V, ma, lsa, mb, lsb, token_kl(b, t),
                       scale[static_cast<size_t>(b)], ga, gb);
         }
       });

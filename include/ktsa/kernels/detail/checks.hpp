@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -29,11 +32,150 @@ inline constexpr bool is_label_type_v = std::is_same_v<std::remove_cv_t<T>, std:
 template <class T>
 inline constexpr bool is_real_output_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
+// ---------------------------------------------------------------- sizes
+//
+// Every product of a caller's numbers (shape x stride x element size, B x T)
+// is formed with overflow checks before any memory is touched or allocated:
+// an overflow is a shape_error naming the view, never wrapped pointer
+// arithmetic or a std::length_error from an allocation.
+
+/// a * b into out; false on int64 overflow.
+inline bool checked_mul(index_t a, index_t b, index_t& out) {
+#if defined(__GNUC__) || defined(__clang__)
+  return !__builtin_mul_overflow(a, b, &out);
+#else
+  if (a != 0 && b != 0) {
+    const index_t mx = std::numeric_limits<index_t>::max(),
+                  mn = std::numeric_limits<index_t>::min();
+    if ((a > 0 && b > 0 && a > mx / b) || (a < 0 && b < 0 && a < mx / b) ||
+        (a > 0 && b < 0 && b < mn / a) || (a < 0 && b > 0 && a < mn / b))
+      return false;
+  }
+  out = a * b;
+  return true;
+#endif
+}
+inline bool checked_add(index_t a, index_t b, index_t& out) {
+#if defined(__GNUC__) || defined(__clang__)
+  return !__builtin_add_overflow(a, b, &out);
+#else
+  if ((b > 0 && a > std::numeric_limits<index_t>::max() - b) ||
+      (b < 0 && a < std::numeric_limits<index_t>::min() - b))
+    return false;
+  out = a + b;
+  return true;
+#endif
+}
+
+template <class V>
+std::string describe_view(const V& v) {
+  std::string s = "shape [";
+  for (int d = 0; d < V::rank; ++d) s += concat(d ? ", " : "", v.extent(d));
+  s += "], strides [";
+  for (int d = 0; d < V::rank; ++d) s += concat(d ? ", " : "", v.stride(d));
+  return s + concat("], ", sizeof(typename V::value_type), "-byte elements");
+}
+
+/// Number of elements of a view, checked: negative extents and products past
+/// 2^63 are shape_errors.
+template <class V>
+index_t checked_size(const V& v, const char* name) {
+  index_t n = 1;
+  for (int d = 0; d < V::rank; ++d) {
+    if (v.extent(d) < 0)
+      throw shape_error(
+          concat("ktsa: '", name, "' has negative extent ", v.extent(d), " in dimension ", d));
+    if (!checked_mul(n, v.extent(d), n))
+      throw shape_error(
+          concat("ktsa: '", name, "' (", describe_view(v), ") has more than 2^63 elements"));
+  }
+  return n;
+}
+
+/// The byte addresses [first, last) a view can touch, and its name; an empty
+/// range (first == last) for a view with no elements or no data.
+struct mem_range {
+  std::uintptr_t first = 0, last = 0;
+  const char* name = "";
+};
+
+/// The range of a view, with shape x stride x element size checked: an
+/// overflow of int64 or of the address space is a shape_error.
+template <class V>
+mem_range range_of(const V& v, const char* name) {
+  mem_range r;
+  r.name = name;
+  if (checked_size(v, name) == 0 || v.data() == nullptr) return r;
+  const auto fail = [&] {
+    throw shape_error(concat("ktsa: '", name, "' (", describe_view(v),
+                             ") spans more memory than an address can reach "
+                             "(shape x stride x element size overflows)"));
+  };
+  const index_t es = static_cast<index_t>(sizeof(typename V::value_type));
+  index_t lo = 0, hi = 0;  // element offsets of the lowest and highest element
+  for (int d = 0; d < V::rank; ++d) {
+    index_t span = 0;
+    if (!checked_mul(v.extent(d) - 1, v.stride(d), span)) fail();
+    if (!checked_add(span < 0 ? lo : hi, span, span < 0 ? lo : hi)) fail();
+  }
+  index_t lo_b = 0, hi_b = 0;
+  if (!checked_mul(lo, es, lo_b) || !checked_add(hi, 1, hi) || !checked_mul(hi, es, hi_b)) fail();
+  const auto base = reinterpret_cast<std::uintptr_t>(v.data());
+  const auto down = std::uintptr_t{0} - static_cast<std::uintptr_t>(lo_b);  // lo_b <= 0
+  const auto up = static_cast<std::uintptr_t>(hi_b);
+  if (down > base || up > std::numeric_limits<std::uintptr_t>::max() - base) fail();
+  r.first = base - down;
+  r.last = base + up;
+  return r;
+}
+
+inline bool overlaps(const mem_range& a, const mem_range& b) {
+  return a.first != a.last && b.first != b.last && a.first < b.last && b.first < a.last;
+}
+
+/// Outputs must not share memory with any input or with each other: writing
+/// one would change what another reads or holds. The test is on the byte
+/// ranges views span (so interleaved views are rejected too). An exact
+/// in-place gradient (check_grad_output) is the one documented exception and
+/// is checked separately.
+inline void require_disjoint(std::initializer_list<mem_range> outputs,
+                             std::initializer_list<mem_range> inputs) {
+  for (const mem_range& o : outputs) {
+    for (const mem_range& i : inputs)
+      if (overlaps(o, i))
+        throw invalid_argument(concat("ktsa: output '", o.name, "' overlaps input '", i.name,
+                                      "': outputs need memory of their own"));
+    for (const mem_range& o2 : outputs) {
+      if (&o2 == &o) break;
+      if (overlaps(o, o2))
+        throw invalid_argument(concat("ktsa: outputs '", o2.name, "' and '", o.name,
+                                      "' overlap: each output needs memory of its own"));
+    }
+  }
+}
+
+/// Token positions (B x T rows) one host kernel call handles at most. The
+/// kernels keep 16 bytes of scratch per position, so a B x T that only a
+/// stride-0 view can describe (T = 2^40 over one row) is refused here, before
+/// anything is allocated, instead of attempting a multi-TiB allocation.
+inline constexpr index_t kMaxRows = index_t{1} << 31;
+
+inline index_t checked_rows(index_t B, index_t T, const char* name) {
+  index_t rows = 0;
+  if (!checked_mul(B, T, rows) || rows > kMaxRows)
+    throw shape_error(concat("ktsa: '", name, "' has B x T = ", B, " x ", T,
+                             " token positions: more than the kernels' limit of 2^31 "
+                             "per call (split the batch)"));
+  return rows;
+}
+
 /// Logits are [B, T, V] with B >= 1, V >= 1 and vocabulary stride 1 (the
-/// kernels stream rows with vector loads).
+/// kernels stream rows with vector loads), and a size that fits the address
+/// space (checked before any element is read).
 template <class L>
 void check_logits(const tensor_view<L, 3>& x, const char* name) {
-  if (x.data() == nullptr && x.size() > 0) ktsa::detail::fail_argument(name, "null", "needs data");
+  if (x.data() == nullptr && checked_size(x, name) > 0)
+    ktsa::detail::fail_argument(name, "null", "needs data");
   if (x.extent(0) < 1)
     throw shape_error(
         concat("ktsa: '", name, "' has batch size B = ", x.extent(0), ": must be >= 1"));
@@ -45,28 +187,23 @@ void check_logits(const tensor_view<L, 3>& x, const char* name) {
   if (x.extent(2) > 1 && x.stride(2) != 1)
     throw invalid_argument(concat("ktsa: '", name, "' has vocabulary stride ", x.stride(2),
                                   ": the vocabulary dimension must be contiguous (stride 1)"));
+  (void)range_of(x, name);
+  (void)checked_rows(x.extent(0), x.extent(1), name);
 }
 
 template <class V>
 void require_shape(const V& v, const index_t (&expected)[V::rank], const char* name) {
   for (int d = 0; d < V::rank; ++d)
     if (v.extent(d) != expected[d]) ktsa::detail::require_extent(v, d, expected[d], name);
+  (void)range_of(v, name);  // its strides must keep it inside the address space
 }
 
 /// [first, last) byte addresses a view can touch (empty when it has no elements).
 template <class V>
 void byte_range(const V& v, std::uintptr_t& first, std::uintptr_t& last) {
-  first = last = 0;
-  if (v.size() == 0 || v.data() == nullptr) return;
-  using E = typename V::value_type;
-  std::intptr_t lo = 0, hi = 0;
-  for (int d = 0; d < V::rank; ++d) {
-    const std::intptr_t span = static_cast<std::intptr_t>((v.extent(d) - 1) * v.stride(d));
-    (span < 0 ? lo : hi) += span;
-  }
-  const auto base = reinterpret_cast<std::uintptr_t>(v.data());
-  first = base + static_cast<std::uintptr_t>(lo * static_cast<std::intptr_t>(sizeof(E)));
-  last = base + static_cast<std::uintptr_t>((hi + 1) * static_cast<std::intptr_t>(sizeof(E)));
+  const mem_range r = range_of(v, "view");
+  first = r.first;
+  last = r.last;
 }
 
 /// True when `out` is exactly `in` (in place, same type, shape and strides);
@@ -94,7 +231,8 @@ bool check_alias(const O& out, const I& in, const char* out_name, const char* in
 /// whole extent of the smaller ones.)
 template <class V>
 void check_no_self_overlap(const V& v, const char* name) {
-  if (v.data() == nullptr || v.size() <= 1) return;
+  if (v.data() == nullptr || checked_size(v, name) <= 1) return;
+  (void)range_of(v, name);  // shape x stride fits, so the products below do too
   index_t s[V::rank], e[V::rank];
   int k = 0;
   for (int d = 0; d < V::rank; ++d)
@@ -113,7 +251,8 @@ void check_no_self_overlap(const V& v, const char* name) {
       throw invalid_argument(concat("ktsa: output '", name,
                                     "' has overlapping elements (a stride of ", s[i],
                                     " repeats memory): outputs need distinct elements"));
-    reach = s[i] * e[i];
+    if (!checked_mul(s[i], e[i], reach))
+      throw shape_error(concat("ktsa: '", name, "' (", describe_view(v), ") is too large"));
   }
 }
 
@@ -125,10 +264,12 @@ struct no_view_check {
   void operator()(const V&, const char*) const {}
 };
 
-/// Fails when a required view is empty ({}).
+/// Fails when a required view has no data ({}); a view of zero elements may
+/// have none (an empty tensor, e.g. T = 0), its shape is checked elsewhere.
 template <class V>
 void require_view(const V& v, const char* name) {
-  if (v.data() == nullptr) ktsa::detail::fail_argument(name, "an empty view", "is required");
+  if (v.data() == nullptr && checked_size(v, name) > 0)
+    ktsa::detail::fail_argument(name, "an empty view", "is required");
 }
 
 /// An output of the given shape whose elements are written from several threads.
@@ -252,7 +393,7 @@ template <class I>
 targets prepare_targets(const tensor_view<I, 2>& labels, index_t B, index_t T, index_t V,
                         const logprob_options& o, bool validate_range) {
   targets out;
-  out.label.resize(static_cast<size_t>(B * T));
+  out.label.resize(static_cast<size_t>(checked_rows(B, T, "labels")));
   out.count.assign(static_cast<size_t>(B), 0);
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < T; ++t) {
@@ -294,13 +435,25 @@ void check_saved_finite(const targets& tg, index_t B, index_t T,
 
 /// The per-sequence gradient scale of a backward: upstream_grad[b], divided by
 /// the token count for a mean reduction (0 for a sequence with no tokens).
+/// A gradient scale must be a finite float: a double beyond FLT_MAX would round
+/// to inf, and inf x (p = 0) is NaN. Refused with the value and the index.
+inline float float_scale(double s, const char* name, index_t i) {
+  if (!(std::fabs(s) <= static_cast<double>(std::numeric_limits<float>::max())))
+    throw data_error(concat("ktsa: argument '", name, "' gives the row scale ", s, " at index ", i,
+                            ": gradient scales must be finite and within the float range "
+                            "(|s| <= 3.4028234663852886e38)"));
+  return static_cast<float>(s);
+}
+
 template <class U>
 std::vector<float> sequence_scales(const tensor_view<U, 1>& upstream_grad, const targets& tg,
                                    reduction r) {
   std::vector<float> scale(tg.count.size());
   for (size_t b = 0; b < scale.size(); ++b)
-    scale[b] = static_cast<float>(reduce_sequence(
-        static_cast<double>(upstream_grad[static_cast<index_t>(b)]), tg.count[b], r));
+    scale[b] =
+        float_scale(reduce_sequence(static_cast<double>(upstream_grad[static_cast<index_t>(b)]),
+                                    tg.count[b], r),
+                    "upstream_grad", static_cast<index_t>(b));
   return scale;
 }
 

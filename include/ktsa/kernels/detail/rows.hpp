@@ -35,6 +35,8 @@ namespace ktsa::kernels::detail {
 inline constexpr index_t kBlock = 2048;
 
 inline constexpr float kInf = std::numeric_limits<float>::infinity();
+/// FLT_MIN: in the KL sums and gradient a probability below it counts as 0.
+inline constexpr float kMinNormal = std::numeric_limits<float>::min();
 
 /// log sum exp = max + log(sum); sum is relative to max.
 struct lse_state {
@@ -86,11 +88,12 @@ lse_state row_lse_scalar(const T* x, index_t n) {
   return st;
 }
 
-/// out[j] = scale * (0 - exp(x[j] - lse)) for every j (the label entry is fixed by the caller).
+/// out[j] = scale * (0 - exp((x[j] - m) - ls)) for every j, lse = m + ls (the
+/// label entry is fixed by the caller). m = lse, ls = 0 uses a saved lse as is.
 template <class T, class G>
-void row_grad_scalar(const T* x, index_t n, float lse, float scale, G* out) {
+void row_grad_scalar(const T* x, index_t n, float m, float ls, float scale, G* out) {
   for (index_t i = 0; i < n; ++i)
-    out[i] = from_float<G>(logprob_grad_element(to_float(x[i]), lse, false, scale));
+    out[i] = from_float<G>(logprob_grad_element(to_float(x[i]), m, ls, false, scale));
 }
 
 /// Moves the running maxima to include a block's maxima, rescaling the sums.
@@ -128,9 +131,18 @@ kl_state row_kl_scalar(const TA* a, const TB* b, index_t n) {
       const float ea = math::exp(da);
       sa += ea;
       sb += math::exp(db);
-      if (av != -kInf) {  // p_j = 0 contributes nothing (0 * inf would be NaN)
-        w += ea * (da - db);
-        if (Entropy) u += ea * da;
+      // p_j = 0 contributes nothing (0 * inf would be NaN): a_j = -inf, or a
+      // finite mask like -FLT_MAX whose da - db can overflow. Below FLT_MIN
+      // counts as 0 on every level (AVX2's exp flushes there, and a denormal
+      // times log q = -inf would make KL +inf on one level only). NaN is kept.
+      if (!(ea < kMinNormal)) {
+        // The differences in fp64: a logit gap beyond FLT_MAX (b_j = -3e38
+        // under max_b = 3e38) is finite there. The vector levels come here
+        // for a row whose fp32 sums overflow (finish_kl_row).
+        const double dda = static_cast<double>(av) - static_cast<double>(sha);
+        const double ddb = static_cast<double>(bv) - static_cast<double>(shb);
+        w += static_cast<double>(ea) * (dda - ddb);
+        if (Entropy) u += static_cast<double>(ea) * dda;
       }
     }
     st.sum_a += sa;
@@ -141,14 +153,16 @@ kl_state row_kl_scalar(const TA* a, const TB* b, index_t n) {
   return st;
 }
 
+/// lse_a = m_a + ls_a, lse_b = m_b + ls_b (see row_grad_scalar).
 template <class TA, class TB, class GA, class GB>
-void row_kl_grad_scalar(const TA* a, const TB* b, index_t n, float lse_a, float lse_b, float kl,
-                        float scale, GA* ga, GB* gb) {
+void row_kl_grad_scalar(const TA* a, const TB* b, index_t n, float m_a, float ls_a, float m_b,
+                        float ls_b, float kl, float scale, GA* ga, GB* gb) {
   for (index_t i = 0; i < n; ++i) {
     const float av = to_float(a[i]), bv = to_float(b[i]);
     // Both outputs from values read before either is written (in-place safe).
-    const float g_a = kl_grad_a_element(av, bv, lse_a, lse_b, kl, scale);
-    if (gb != nullptr) gb[i] = from_float<GB>(kl_grad_b_element(av, bv, lse_a, lse_b, scale));
+    const float g_a = kl_grad_a_element(av, bv, m_a, ls_a, m_b, ls_b, kl, scale);
+    if (gb != nullptr)
+      gb[i] = from_float<GB>(kl_grad_b_element(av, bv, m_a, ls_a, m_b, ls_b, scale));
     ga[i] = from_float<GA>(g_a);
   }
 }
@@ -173,8 +187,10 @@ index_t first_nonfinite_scalar(const T* x, index_t n, index_t from = 0) {
 // exp: 2^t with t = x log2(e), t = n + f (n = round(t), |f| <= 1/2), 2^f from a
 // degree-5 polynomial with constant term exactly 1, so exp(0) = 1 (relative
 // error below 2e-7 in fp32; coefficients fitted for this library) and 2^n added into the exponent
-// bits. vexp_fast clamps t at -126 (so -inf gives ~1e-38, harmless inside a sum); vexp_exact
-// returns 0 below ln(FLT_MIN) and for -inf (gradient outputs). NaN propagates in both.
+// bits. Both AVX2 exps return exactly 0 below ln(FLT_MIN) (t < -126, so -inf and finite masks
+// such as -FLT_MAX give 0: a ~1e-38 left there, times a ~3e38 logit difference in the KL sum,
+// was not small); results that would be denormal are flushed to 0, where the scalar and
+// AVX-512 paths keep them (an absolute difference below 2^-126 per probability). NaN propagates.
 
 #if KTSA_KERNELS_X86
 
@@ -262,19 +278,22 @@ KTSA_SIMD_TARGET inline vf exp2_core(vf t) {
   const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
   return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
 }
+/// Arguments are <= 0 here (x - running max): no upper clamp needed.
 KTSA_SIMD_TARGET inline vf vexp_fast(vf x) {
-  // max(-126, t) keeps a NaN t (second operand).
-  return exp2_core(
-      _mm256_max_ps(_mm256_set1_ps(-126.0f), _mm256_mul_ps(x, _mm256_set1_ps(kLog2e))));
+  // max(-126, t) keeps a NaN t (second operand); the mask zeroes t < -126 and keeps NaN.
+  const vf t = _mm256_mul_ps(x, _mm256_set1_ps(kLog2e));
+  return _mm256_and_ps(exp2_core(_mm256_max_ps(_mm256_set1_ps(-126.0f), t)),
+                       _mm256_cmp_ps(t, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ));
 }
 KTSA_SIMD_TARGET inline vf vexp_exact(vf x) {
   const vf t = _mm256_mul_ps(x, _mm256_set1_ps(kLog2e));
   const vf tc = _mm256_max_ps(_mm256_set1_ps(-126.0f), _mm256_min_ps(_mm256_set1_ps(127.0f), t));
   return _mm256_and_ps(exp2_core(tc), _mm256_cmp_ps(t, _mm256_set1_ps(-126.0f), _CMP_NLT_UQ));
 }
-/// v where a != -inf (NaN kept), else 0.
-KTSA_SIMD_TARGET inline vf vkeep_a(vf a, vf v) {
-  return _mm256_and_ps(_mm256_cmp_ps(a, _mm256_set1_ps(-kInf), _CMP_NEQ_UQ), v);
+/// v where p >= FLT_MIN (NaN kept), else 0: a zero (or denormal) probability
+/// contributes nothing, the same on every level.
+KTSA_SIMD_TARGET inline vf vkeep_nz(vf p, vf v) {
+  return _mm256_and_ps(_mm256_cmp_ps(p, _mm256_set1_ps(kMinNormal), _CMP_NLT_UQ), v);
 }
 KTSA_SIMD_TARGET inline float vhmax(vf v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -391,8 +410,8 @@ KTSA_SIMD_TARGET inline vf vexp_fast(vf x) {
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExpC0));
   return _mm512_scalef_ps(p, n);
 }
-KTSA_SIMD_TARGET inline vf vkeep_a(vf a, vf v) {
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(-kInf), _CMP_NEQ_UQ), v);
+KTSA_SIMD_TARGET inline vf vkeep_nz(vf p, vf v) {
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, _mm512_set1_ps(kMinNormal), _CMP_NLT_UQ), v);
 }
 KTSA_SIMD_TARGET inline float vhmax(vf v) {
   const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v),
@@ -444,15 +463,16 @@ inline void stream_fence() {
 #endif
 }
 
+/// out = scale * (0 - exp((x - m) - ls)): lse = m + ls (m = lse, ls = 0 for a saved lse).
 template <class T, class G>
-void row_grad(simd_level level, const T* x, index_t n, float lse, float scale, G* out,
+void row_grad(simd_level level, const T* x, index_t n, float m, float ls, float scale, G* out,
               bool stream = false) {
   if (stream) {
-    KTSA_DISPATCH(template row_grad<true>(x, n, lse, scale, out));
+    KTSA_DISPATCH(template row_grad<true>(x, n, m, ls, scale, out));
   } else {
-    KTSA_DISPATCH(template row_grad<false>(x, n, lse, scale, out));
+    KTSA_DISPATCH(template row_grad<false>(x, n, m, ls, scale, out));
   }
-  row_grad_scalar(x, n, lse, scale, out);
+  row_grad_scalar(x, n, m, ls, scale, out);
 }
 
 /// Vector levels only: row_lse keeping exp values for row_grad_from_e.
@@ -464,15 +484,16 @@ lse_state row_lse_keep(simd_level level, const T* x, index_t n, float* e, float*
   return row_lse_scalar(x, n);
 }
 
+/// lse = row_max + log_sum, both in fp64 (the forward's own numbers).
 template <class G>
-void row_grad_from_e(simd_level level, const float* e, const float* shifts, index_t n, float lse,
-                     float scale, G* out, bool stream = false) {
+void row_grad_from_e(simd_level level, const float* e, const float* shifts, index_t n,
+                     double row_max, double log_sum, float scale, G* out, bool stream = false) {
   if (stream) {
-    KTSA_DISPATCH(template row_grad_from_e<true>(e, shifts, n, lse, scale, out));
+    KTSA_DISPATCH(template row_grad_from_e<true>(e, shifts, n, row_max, log_sum, scale, out));
   } else {
-    KTSA_DISPATCH(template row_grad_from_e<false>(e, shifts, n, lse, scale, out));
+    KTSA_DISPATCH(template row_grad_from_e<false>(e, shifts, n, row_max, log_sum, scale, out));
   }
-  (void)e, (void)shifts, (void)n, (void)lse, (void)scale, (void)out;
+  (void)e, (void)shifts, (void)n, (void)row_max, (void)log_sum, (void)scale, (void)out;
 }
 
 template <bool Entropy, class TA, class TB>
@@ -482,10 +503,10 @@ kl_state row_kl(simd_level level, const TA* a, const TB* b, index_t n) {
 }
 
 template <class TA, class TB, class GA, class GB>
-void row_kl_grad(simd_level level, const TA* a, const TB* b, index_t n, float lse_a, float lse_b,
-                 float kl, float scale, GA* ga, GB* gb) {
-  KTSA_DISPATCH(row_kl_grad(a, b, n, lse_a, lse_b, kl, scale, ga, gb));
-  row_kl_grad_scalar(a, b, n, lse_a, lse_b, kl, scale, ga, gb);
+void row_kl_grad(simd_level level, const TA* a, const TB* b, index_t n, float m_a, float ls_a,
+                 float m_b, float ls_b, float kl, float scale, GA* ga, GB* gb) {
+  KTSA_DISPATCH(row_kl_grad(a, b, n, m_a, ls_a, m_b, ls_b, kl, scale, ga, gb));
+  row_kl_grad_scalar(a, b, n, m_a, ls_a, m_b, ls_b, kl, scale, ga, gb);
 }
 
 template <class G>
