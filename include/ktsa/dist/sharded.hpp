@@ -163,7 +163,7 @@ void sharded_sequence_logprob_backward(const exec::host& ex, const vocab_shard& 
           const bool owned = y >= shard.begin && y < shard.end;
           const float xy = owned ? to_float(x[y - shard.begin]) : 0.0f;  // before in-place writes
           const float s = scale[static_cast<std::size_t>(b)], l = lse(b, t);
-          kd::row_grad(level, x, Vl, l, s, g, stream);
+          kd::row_grad(level, x, Vl, l, 0.0f, s, g, stream);  // m = global lse, log-sum 0
           if (owned)
             g[y - shard.begin] = from_float<G>(kernels::logprob_grad_element(xy, l, true, s));
         }
