@@ -311,18 +311,24 @@ inline double inverse_beta(double a, double b, double p, double q) {
     if (tail == target) break;
     const bool below = use_lower ? tail < target : tail > target;  // root lies above v
     (below ? lo : hi) = v;
-    double next = lo;  // marks "no Newton step"
+    double next = std::numeric_limits<double>::quiet_NaN();  // no Newton step (tail underflows)
     if (tail > 0.0) {
-      const double g = use_lower ? std::log(tail) - log_target : log_target - std::log(tail);
+      // log of the ratio, not a difference of logs: near the root the two logs
+      // agree to more digits than a log of ~-700 can hold.
+      const double r = tail / target;
+      const double log_r = r > 0.0 && std::isfinite(r) ? std::log(r) : std::log(tail) - log_target;
+      const double g = use_lower ? log_r : -log_r;
       const double log_density =
           log_beta_front(a, b, v, 1.0 - v) + std::log(a) - std::log(v) - std::log1p(-v);
       next = v - g * tail / std::exp(log_density);
     }
-    const bool newton = std::isfinite(next) && next > lo && next < hi;
-    if (newton && std::fabs(next - v) <= 4 * std::numeric_limits<double>::epsilon() * v) {
-      v = next;
+    // A step within 4 ulps ends the search (next may equal v: nothing left to gain).
+    if (std::isfinite(next) &&
+        std::fabs(next - v) <= 4 * std::numeric_limits<double>::epsilon() * v) {
+      v = std::min(hi, std::max(lo, next));
       break;
     }
+    const bool newton = std::isfinite(next) && next > lo && next < hi;
     if (!newton)
       next = (lo > 0.0 && hi > 4.0 * lo) ? std::sqrt(lo * hi)
              : lo == 0.0                 ? std::sqrt(1e-320 * hi)
