@@ -7,6 +7,7 @@
 // A bad file stops the tool with "ktsa-eval: FILE:LINE: what" on stderr and
 // exit status 1 before anything is printed on stdout; bad usage exits with 2.
 #include <cerrno>
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -30,6 +31,7 @@ const char* const kUsage =
     "usage:\n"
     "  ktsa-eval rank QRELS RUN [-k K ...] [-q] [-c] [-l LEVEL] [--gain linear|exp]\n"
     "      QRELS lines: qid iter docid rel     RUN lines: qid Q0 docid rank score tag\n"
+    "      (the rank column and fields after tag are ignored; '#' lines are comments)\n"
     "      -k K ...  cutoffs (repeat, list them after -k, or 5,10; default 5 10)\n"
     "      -q        per-query lines before the means ('all')\n"
     "      -c        judged queries missing from the run count, scoring 0\n"
@@ -90,12 +92,21 @@ bool parse_long(const std::string& s, long long& out) {
   return errno == 0 && end == s.c_str() + s.size();
 }
 
+// A finite number. strtod reports ERANGE on underflow too: a subnormal such as
+// 1e-310 (or a value that rounds to 0) is a legal score, as in trec_eval;
+// only overflow (HUGE_VAL) and non-finite text are refused.
 bool parse_double(const std::string& s, double& out) {
   if (s.empty()) return false;
   errno = 0;
   char* end = nullptr;
   out = std::strtod(s.c_str(), &end);
-  return errno == 0 && end == s.c_str() + s.size() && std::isfinite(out);
+  const bool range_ok = errno == 0 || (errno == ERANGE && std::fabs(out) <= DBL_MIN);
+  return range_ok && end == s.c_str() + s.size() && std::isfinite(out);
+}
+
+// trec_eval 10.0 skips comment lines (first non-blank character '#').
+bool is_comment(const std::vector<std::string>& fields) {
+  return !fields.empty() && fields[0][0] == '#';
 }
 
 // ---- rank ----------------------------------------------------------------------
@@ -106,7 +117,7 @@ m::qrels read_qrels(const std::string& file) {
   for (std::size_t i = 0; i < lines.size(); ++i) {
     const long n = static_cast<long>(i + 1);
     const auto f = split_whitespace(lines[i]);
-    if (f.empty()) continue;
+    if (f.empty() || is_comment(f)) continue;
     if (f.size() != 4)
       fail_at(file, n, "expected 4 fields (qid iter docid rel), found " + std::to_string(f.size()));
     long long rel = 0;
@@ -126,12 +137,12 @@ m::run_results read_run(const std::string& file) {
   for (std::size_t i = 0; i < lines.size(); ++i) {
     const long n = static_cast<long>(i + 1);
     const auto f = split_whitespace(lines[i]);
-    if (f.empty()) continue;
-    if (f.size() != 6)
+    if (f.empty() || is_comment(f)) continue;
+    // As trec_eval (9.0.8 and 10.0): fields after the sixth are ignored, and so
+    // is the rank column (the order comes from the scores).
+    if (f.size() < 6)
       fail_at(file, n,
               "expected 6 fields (qid Q0 docid rank score tag), found " + std::to_string(f.size()));
-    long long rank = 0;
-    if (!parse_long(f[3], rank)) fail_at(file, n, "rank '" + f[3] + "' is not an integer");
     double score = 0;
     if (!parse_double(f[4], score)) fail_at(file, n, "score '" + f[4] + "' is not a finite number");
     if (!seen[f[0]].insert(f[2]).second)

@@ -27,20 +27,34 @@ namespace ktsa::metrics {
 enum class zero_division { zero, one, nan };
 
 /// counts[t * k + p] = number of examples of true class t predicted as p.
+/// Counts are >= 0 and their total fits in int64 (add() checks both), so every
+/// row, column and total sum is exact.
 class confusion_matrix {
  public:
+  /// The k x k counts are allocated up front; k is bounded so that a stray
+  /// label (2e9) is an error rather than a multi-GB allocation (4096^2 x 8
+  /// bytes = 128 MiB).
+  static constexpr int max_classes = 4096;
+
   confusion_matrix() = default;
-  explicit confusion_matrix(int num_classes)
-      : k_(num_classes), counts_(static_cast<std::size_t>(num_classes) * num_classes, 0) {
-    ktsa::detail::require(num_classes >= 1, "num_classes", num_classes, "must be >= 1");
+  explicit confusion_matrix(int num_classes) : k_(checked_classes(num_classes)) {
+    counts_.assign(static_cast<std::size_t>(k_) * static_cast<std::size_t>(k_), 0);
   }
 
   int num_classes() const { return k_; }
   std::int64_t operator()(int true_class, int predicted_class) const {
     return counts_[index(true_class, predicted_class)];
   }
+  /// Adds `count` (>= 0) examples; throws invalid_argument on a negative
+  /// count and data_error when the total would exceed INT64_MAX.
   void add(int true_class, int predicted_class, std::int64_t count = 1) {
-    counts_[index(true_class, predicted_class)] += count;
+    ktsa::detail::require(count >= 0, "count", count, "must be >= 0 (a count of examples)");
+    const std::size_t i = index(true_class, predicted_class);
+    if (count > std::numeric_limits<std::int64_t>::max() - total_)
+      throw data_error(ktsa::detail::concat("ktsa: confusion_matrix total ", total_, " + count ",
+                                            count, " overflows int64"));
+    counts_[i] += count;
+    total_ += count;
   }
   std::int64_t true_positives(int c) const { return (*this)(c, c); }
   /// Examples whose true class is c (the support).
@@ -55,19 +69,21 @@ class confusion_matrix {
     for (int t = 0; t < k_; ++t) s += (*this)(t, c);
     return s;
   }
-  std::int64_t total() const {
-    std::int64_t s = 0;
-    for (auto v : counts_) s += v;
-    return s;
-  }
+  std::int64_t total() const { return total_; }
 
  private:
+  static int checked_classes(int k) {
+    ktsa::detail::require(k >= 1 && k <= max_classes, "num_classes", k,
+                          "must be in [1, 4096] (confusion_matrix::max_classes)");
+    return k;
+  }
   std::size_t index(int t, int p) const {
     ktsa::detail::require(t >= 0 && t < k_, "true_class", t, "must be in [0, num_classes)");
     ktsa::detail::require(p >= 0 && p < k_, "predicted_class", p, "must be in [0, num_classes)");
     return static_cast<std::size_t>(t) * static_cast<std::size_t>(k_) + static_cast<std::size_t>(p);
   }
   int k_ = 0;
+  std::int64_t total_ = 0;
   std::vector<std::int64_t> counts_;
 };
 
@@ -81,10 +97,16 @@ inline confusion_matrix make_confusion_matrix(const std::vector<int>& y_true,
   ktsa::detail::require(!y_true.empty(), "y_true.size", y_true.size(), "must be > 0");
   ktsa::detail::require(num_classes >= 0, "num_classes", num_classes, "must be >= 0");
   int k = num_classes;
-  if (k == 0) {
-    for (std::size_t i = 0; i < y_true.size(); ++i) k = std::max({k, y_true[i] + 1, y_pred[i] + 1});
+  if (k == 0) {  // 1 + the largest label, checked before the +1 (a label may be INT_MAX)
+    int top = 0;
+    for (std::size_t i = 0; i < y_true.size(); ++i) top = std::max({top, y_true[i], y_pred[i]});
+    if (top >= confusion_matrix::max_classes)
+      throw data_error(ktsa::detail::concat(
+          "ktsa: the largest label is ", top, ": with num_classes = 0 the labels must be < ",
+          confusion_matrix::max_classes, " (confusion_matrix::max_classes)"));
+    k = top + 1;
   }
-  confusion_matrix cm(std::max(k, 1));
+  confusion_matrix cm(k);
   for (std::size_t i = 0; i < y_true.size(); ++i) {
     for (const auto& [name, v] : {std::pair<const char*, int>{"y_true", y_true[i]},
                                   std::pair<const char*, int>{"y_pred", y_pred[i]}}) {
@@ -125,8 +147,12 @@ inline double zero_division_value(zero_division policy) {
   return 0.0;
 }
 
-inline double ratio_or(std::int64_t num, std::int64_t den, double if_zero) {
-  return den == 0 ? if_zero : static_cast<double>(num) / static_cast<double>(den);
+// num / den in double: the callers' 2 TP and TP + FP + FN sums could overflow int64.
+inline double ratio_or(double num, double den, double if_zero) {
+  return den == 0 ? if_zero : num / den;
+}
+inline double d(std::int64_t v) {
+  return static_cast<double>(v);
 }
 
 // Mean of the non-NaN values, weighted when weights are given; if the kept
@@ -158,9 +184,9 @@ inline classification_scores classification_report(const confusion_matrix& cm,
   std::int64_t tp_sum = 0, true_sum = 0, pred_sum = 0;
   for (int c = 0; c < k; ++c) {
     const std::int64_t tp = cm.true_positives(c), t = cm.support(c), p = cm.predicted(c);
-    s.precision.push_back(detail::ratio_or(tp, p, zd));
-    s.recall.push_back(detail::ratio_or(tp, t, zd));
-    s.f1.push_back(detail::ratio_or(2 * tp, t + p, zd));
+    s.precision.push_back(detail::ratio_or(detail::d(tp), detail::d(p), zd));
+    s.recall.push_back(detail::ratio_or(detail::d(tp), detail::d(t), zd));
+    s.f1.push_back(detail::ratio_or(2 * detail::d(tp), detail::d(t) + detail::d(p), zd));
     s.support.push_back(t);
     tp_sum += tp;
     true_sum += t;
@@ -170,9 +196,11 @@ inline classification_scores classification_report(const confusion_matrix& cm,
              detail::nan_average(s.f1, nullptr)};
   s.weighted = {detail::nan_average(s.precision, &s.support),
                 detail::nan_average(s.recall, &s.support), detail::nan_average(s.f1, &s.support)};
-  s.micro = {detail::ratio_or(tp_sum, pred_sum, zd), detail::ratio_or(tp_sum, true_sum, zd),
-             detail::ratio_or(2 * tp_sum, true_sum + pred_sum, zd)};
-  s.accuracy = detail::ratio_or(tp_sum, true_sum, zd);
+  using detail::d;
+  s.micro = {detail::ratio_or(d(tp_sum), d(pred_sum), zd),
+             detail::ratio_or(d(tp_sum), d(true_sum), zd),
+             detail::ratio_or(2 * d(tp_sum), d(true_sum) + d(pred_sum), zd)};
+  s.accuracy = detail::ratio_or(d(tp_sum), d(true_sum), zd);
   return s;
 }
 

@@ -80,9 +80,16 @@ inline void require_confidence(double confidence) {
                         "must be in (0, 1)");
 }
 
+// Counts are converted to double: above 2^53 they would not be exact (and
+// sums of two could overflow int64), so they are refused.
+inline constexpr std::int64_t max_count = std::int64_t{1} << 53;
+
 inline void require_counts(const char* x_name, std::int64_t x, const char* n_name, std::int64_t n) {
   ktsa::detail::require(n >= 0, n_name, n, "must be >= 0");
   ktsa::detail::require(x >= 0, x_name, x, "must be >= 0");
+  ktsa::detail::require(n <= max_count, n_name, n,
+                        "must be <= 2^53 = 9007199254740992 (counts are exact in double only "
+                        "up to there)");
   if (x > n)
     throw ktsa::invalid_argument(ktsa::detail::concat("ktsa: argument '", x_name, "' = ", x,
                                                       ": must be <= '", n_name, "' = ", n));
@@ -109,8 +116,8 @@ inline interval wilson(std::int64_t x, std::int64_t n, double z) {
 }  // namespace detail
 
 /// Confidence interval for a binomial proportion successes / trials.
-/// Throws ktsa::invalid_argument for negative counts, successes > trials or a
-/// confidence outside (0, 1).
+/// Throws ktsa::invalid_argument for negative counts, successes > trials,
+/// trials > 2^53 or a confidence outside (0, 1).
 inline interval binomial_interval(std::int64_t successes, std::int64_t trials,
                                   double confidence = 0.95,
                                   interval_method method = interval_method::wilson) {
@@ -133,19 +140,23 @@ inline interval binomial_interval(std::int64_t successes, std::int64_t trials,
       const double half = z * std::sqrt(p * (1.0 - p) / n);
       return {detail::clip01(p - half), detail::clip01(p + half)};
     }
+    // The upper bounds solve the upper tail 1 - I = alpha / 2 directly
+    // (inverse_beta with q = alpha / 2): 1 - alpha / 2 would round the tail
+    // away at high confidence.
     case interval_method::clopper_pearson:
-      return {
-          successes == 0 ? 0.0 : inverse_regularized_incomplete_beta(x, n - x + 1.0, 0.5 * alpha),
-          successes == trials
-              ? 1.0
-              : inverse_regularized_incomplete_beta(x + 1.0, n - x, 1.0 - 0.5 * alpha)};
-    case interval_method::jeffreys:
       return {successes == 0
                   ? 0.0
-                  : inverse_regularized_incomplete_beta(x + 0.5, n - x + 0.5, 0.5 * alpha),
+                  : metrics::detail::inverse_beta(x, n - x + 1.0, 0.5 * alpha, 1.0 - 0.5 * alpha),
               successes == trials
                   ? 1.0
-                  : inverse_regularized_incomplete_beta(x + 0.5, n - x + 0.5, 1.0 - 0.5 * alpha)};
+                  : metrics::detail::inverse_beta(x + 1.0, n - x, 1.0 - 0.5 * alpha, 0.5 * alpha)};
+    case interval_method::jeffreys:
+      return {successes == 0 ? 0.0
+                             : metrics::detail::inverse_beta(x + 0.5, n - x + 0.5, 0.5 * alpha,
+                                                             1.0 - 0.5 * alpha),
+              successes == trials ? 1.0
+                                  : metrics::detail::inverse_beta(x + 0.5, n - x + 0.5,
+                                                                  1.0 - 0.5 * alpha, 0.5 * alpha)};
   }
   ktsa::detail::fail_argument("method", static_cast<int>(method), "is not an interval_method");
 }
@@ -173,7 +184,9 @@ inline z_test_result two_proportion_z_test(std::int64_t successes1, std::int64_t
   const double n1 = static_cast<double>(trials1), n2 = static_cast<double>(trials2);
   const double p1 = static_cast<double>(successes1) / n1;
   const double p2 = static_cast<double>(successes2) / n2;
-  const double pooled = static_cast<double>(successes1 + successes2) / (n1 + n2);
+  // In double: the int64 sum could overflow (counts are <= 2^53, see require_counts).
+  const double pooled =
+      (static_cast<double>(successes1) + static_cast<double>(successes2)) / (n1 + n2);
   // All successes or all failures: the two rates are equal, nothing to test.
   if (pooled == 0.0 || pooled == 1.0) return {0.0, 1.0};
   const double z = (p1 - p2) / std::sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2));

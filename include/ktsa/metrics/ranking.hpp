@@ -95,9 +95,14 @@ inline void require_level(int level) {
 inline std::size_t top(const ranked_query& q, int k) {
   return std::min(q.ranked.size(), static_cast<std::size_t>(k));
 }
-inline double gain_of(int grade, gain g) {
+// The gain of a grade; exponential gains are scaled by 2^-top (top = the
+// largest grade of the query), 2^(r - top) - 2^-top, so that grades >= 1024
+// cannot overflow 2^r. nDCG is a ratio of two sums of gains, so one common
+// scale leaves it unchanged.
+inline double gain_of(int grade, gain g, int top = 0) {
   if (grade <= 0) return 0.0;
-  return g == gain::linear ? static_cast<double>(grade) : std::exp2(grade) - 1.0;
+  if (g == gain::linear) return static_cast<double>(grade);
+  return std::exp2(grade - top) - std::exp2(-top);
 }
 }  // namespace detail
 
@@ -169,14 +174,17 @@ inline double average_precision_at(const ranked_query& q, int k, int relevance_l
 
 inline double ndcg_at(const ranked_query& q, int k, gain g = gain::linear) {
   detail::require_cutoff(k);
+  int top = 0;  // the scale of the exponential gains (see gain_of)
+  for (int r : q.judged) top = std::max(top, r);
+  for (int r : q.ranked) top = std::max(top, r);
   double dcg = 0;
   for (std::size_t i = 0; i < detail::top(q, k); ++i)
-    dcg += detail::gain_of(q.ranked[i], g) / std::log2(static_cast<double>(i) + 2.0);
+    dcg += detail::gain_of(q.ranked[i], g, top) / std::log2(static_cast<double>(i) + 2.0);
   std::vector<int> ideal = q.judged;
   std::sort(ideal.begin(), ideal.end(), [](int a, int b) { return a > b; });
   double idcg = 0;
   for (std::size_t i = 0; i < std::min(ideal.size(), static_cast<std::size_t>(k)); ++i)
-    idcg += detail::gain_of(ideal[i], g) / std::log2(static_cast<double>(i) + 2.0);
+    idcg += detail::gain_of(ideal[i], g, top) / std::log2(static_cast<double>(i) + 2.0);
   return idcg > 0 ? dcg / idcg : 0.0;
 }
 
