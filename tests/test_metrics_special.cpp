@@ -186,6 +186,40 @@ TEST_CASE("exact intervals up to n = 2^53, refused beyond") {
                     Contains("'trials' = 4000000000000000000"));
 }
 
+TEST_CASE("Clopper-Pearson with few successes at n = 2^52: closed forms (fuzz_metrics finding)") {
+  // x = 0 and x = 1 have closed forms: I_p(1, n) = 1 - (1 - p)^n, so the x = 1
+  // lower bound is -expm1(log1p(-alpha/2) / n) and the x = 0 upper bound
+  // -expm1(log(alpha/2) / n). Before the fix the inverse's start came from a
+  // cancelling lgamma difference and its bisection floor underflowed to 0:
+  // x = 1 returned [1.27e-14, 3.8e-16] (inverted) at any confidence.
+  for (const double n : {1e5, 1e9, 4503599627370496.0}) {
+    const auto trials = static_cast<std::int64_t>(n);
+    for (const double conf : {1e-4, 0.5, 0.95, 0.999999, 1 - 1e-12}) {
+      INFO("n " << n << " confidence " << conf);
+      const double a2 = 0.5 * (1 - conf);
+      const interval one = binomial_interval(1, trials, conf, interval_method::clopper_pearson);
+      CHECK(one.lower == Approx(-std::expm1(std::log1p(-a2) / n)).epsilon(1e-13));
+      CHECK(one.lower < 1 / n);
+      CHECK(one.upper > 1 / n);
+      const interval zero = binomial_interval(0, trials, conf, interval_method::clopper_pearson);
+      CHECK(zero.upper == Approx(-std::expm1(std::log(a2) / n)).epsilon(1e-13));
+      for (const std::int64_t x : {1, 2, 5}) {
+        const interval j = binomial_interval(x, trials, conf, interval_method::jeffreys);
+        const interval c = binomial_interval(x, trials, conf, interval_method::clopper_pearson);
+        CHECK(j.lower < j.upper);
+        CHECK(c.lower < c.upper);
+        if (conf >= 0.5) CHECK(c.lower < x / n);  // CP covers x / n from the median on
+        if (conf >= 0.5) CHECK(c.upper > x / n);
+      }
+    }
+  }
+  // The inverse at (1, 2^52) against the same closed form, p from 1e-200 to 1 - 1e-12.
+  const double n = 4503599627370496.0;
+  for (const double p : {1e-200, 1e-20, 0.025, 0.5, 0.975, 1 - 1e-12})
+    CHECK(inverse_regularized_incomplete_beta(1.0, n, p) ==
+          Approx(-std::expm1(std::log1p(-p) / n)).epsilon(1e-13));
+}
+
 TEST_CASE("z-test with counts at the limit: no overflow, clear error beyond") {
   const std::int64_t max = std::int64_t{1} << 53;
   const z_test_result t = two_proportion_z_test(max - 1, max, max - 1, max);

@@ -236,9 +236,14 @@ void fuzz_reference_points(ktsa_fuzz::input& in) {
   const index_t bsz =
       c % 4 == 0 && !kSkipKnown ? (index_t{1} << (40 + c % 23)) : static_cast<index_t>(c % 9) - 1;
   (void)ktsa_fuzz::contract_call([&] {
-    const auto idx = ls::mismatched_pair_indices(bsz);
-    for (size_t i = 0; i < idx.size(); ++i)
-      if (idx[i] != static_cast<index_t>((i + 1) % idx.size())) fail("pair index wrong");
+    // previous (TRL's, the default): i - 1 mod B; next: i + 1 mod B.
+    const bool next = (c & 0x80) != 0;
+    const auto idx = next ? ls::mismatched_pair_indices(bsz, ls::pairing::next)
+                          : ls::mismatched_pair_indices(bsz);
+    const size_t n = idx.size();
+    for (size_t i = 0; i < n; ++i)
+      if (idx[i] != static_cast<index_t>(next ? (i + 1) % n : (i + n - 1) % n))
+        fail("pair index wrong");
   });
   // BCO running mean: counts near INT64_MAX.
   const index_t start = in.flag() && !kSkipKnown

@@ -297,6 +297,11 @@ inline double inverse_beta(double a, double b, double p, double q) {
     const double s = a + b, sd = std::sqrt(a * b / (s * s * (s + 1.0)));
     const double z = use_lower ? normal_quantile(p) : -normal_quantile(q);
     v = a / s + z * sd;
+  } else if (a <= b) {
+    // log(a B(a, b)) from log_beta_front at x = 1/2 (no lgamma difference,
+    // which cancels to nothing for b ~ 1e15: the start would be garbage).
+    const double log_aB = a * std::log(0.5) - log_beta_front(a, b, 0.5, 0.5, false);
+    v = std::exp((std::log(p) + log_aB) / a);
   } else {
     v = std::exp(
         (std::log(p) + std::log(a) + std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b)) / a);
@@ -331,7 +336,7 @@ inline double inverse_beta(double a, double b, double p, double q) {
     const bool newton = std::isfinite(next) && next > lo && next < hi;
     if (!newton)
       next = (lo > 0.0 && hi > 4.0 * lo) ? std::sqrt(lo * hi)
-             : lo == 0.0                 ? std::sqrt(1e-320 * hi)
+             : lo == 0.0                 ? std::sqrt(hi) * 1e-160  // sqrt(1e-320 hi), no underflow
                                          : 0.5 * (lo + hi);
     if (next <= lo || next >= hi) break;
     v = next;
