@@ -196,7 +196,9 @@ int main(int argc, char** argv) {
     const double scale = via_logits.abs().max().item<double>();
     std::printf("fused head vs logits path on %d descriptions: max |diff| %.3g (max |logp| %.3g)\n",
                 o.batch, diff, scale);
-    if (!(diff <= 1e-5 * scale)) {
+    // fp32 logits either way, summed differently (libtorch's linear + add vs
+    // one GEMM over [GRU output, features]): ~1e-6 seen; a wrong term is O(1).
+    if (!(diff <= 1e-5 * (1.0 + scale))) {
       std::printf("FAIL: the fused head disagrees with the logits path\n");
       return 1;
     }
