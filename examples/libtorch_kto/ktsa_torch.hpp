@@ -6,6 +6,12 @@
 //   loss  = KtoLoss::apply(logps, ref_logps, desirable, z0, cfg, state, metrics);
 //   loss.backward();                                            // ktsa's exact gradients
 //
+//   logps = FusedHeadLogprob::apply(hidden, W, bias, labels, fopts);  // [B, T, H], [V, H] -> [B]
+//
+// FusedHeadLogprob is the fused linear head (ktsa/kernels/fused_linear.hpp):
+// the logits h . W_j + bias_j are made chunk by chunk and never held whole
+// (no B x T x V tensor); it needs ktsa::fused_linear (oneDNN) at link time.
+//
 // The head (logits -> per-sequence log-probs) and the loss are separate
 // Functions, so a fused head (hidden states and lm_head weight -> log-probs)
 // replaces SequenceLogprob without touching the loss; the loss math stays in
@@ -24,6 +30,7 @@
 #include "ktsa/core/exec.hpp"
 #include "ktsa/core/half.hpp"
 #include "ktsa/core/view.hpp"
+#include "ktsa/kernels/fused_linear.hpp"
 #include "ktsa/kernels/logprob.hpp"
 #include "ktsa/kernels/token_kl.hpp"
 #include "ktsa/loss/kto.hpp"
@@ -174,6 +181,105 @@ struct SequenceLogprob : torch::autograd::Function<SequenceLogprob> {
       });
     });
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+/// The bias argument of FusedHeadLogprob for a head without one.
+inline torch::Tensor no_bias() {
+  return torch::empty({0}, torch::kFloat32);
+}
+
+/// Per-sequence log-probabilities [B] (fp64) of labels [B, T] under
+/// softmax(hidden [B, T, H] . weight [V, H]^T + bias [V]) (optionally softcap /
+/// temperature, fused_linear_options) through ktsa's fused linear head: the
+/// B x T x V logits are never materialised, forward or backward (the backward
+/// recomputes each chunk's logits from the saved lse). Gradients: hidden (its
+/// dtype), weight (its dtype, accumulated in fp32), bias (float32). hidden and
+/// weight are float32, float16 or bfloat16 of one dtype; bias is float32 [V]
+/// or empty (no_bias(): autograd's apply rejects an undefined tensor in
+/// libtorch 1.13); hidden and weight need a contiguous last dimension.
+struct FusedHeadLogprob : torch::autograd::Function<FusedHeadLogprob> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& bias,
+                               const torch::Tensor& labels,
+                               const ktsa::kernels::fused_linear_options& opts, int threads = 1) {
+    check_head(hidden, weight, bias);
+    const index_t B = hidden.size(0), T = hidden.size(1);
+    auto out = torch::empty({B}, torch::kFloat64);
+    auto lse = torch::empty({B, T}, torch::kFloat32);
+    with_logit_type(hidden, "hidden", [&](auto h) {
+      using L = decltype(h);
+      with_label_type(labels, "labels", [&](auto y) {
+        using Y = decltype(y);
+        ktsa::kernels::fused_linear_forward_outputs<double> o;
+        o.sequence_logp = view_of<double, 1>(out, "out");
+        o.lse = view_of<float, 2>(lse, "lse");
+        ktsa::kernels::fused_linear_forward(ktsa::exec::host{threads},
+                                            view_of<const L, 3>(hidden, "hidden"),
+                                            view_of<const L, 2>(weight, "weight"), bias_view(bias),
+                                            view_of<const Y, 2>(labels, "labels"), o, opts);
+      });
+    });
+    ctx->save_for_backward({hidden, weight, bias, labels, lse});
+    save_options(ctx, opts.logprob);
+    ctx->saved_data["temperature"] = static_cast<double>(opts.temperature);
+    ctx->saved_data["softcap"] = static_cast<double>(opts.softcap);
+    ctx->saved_data["chunk_bytes"] = static_cast<int64_t>(opts.chunk_bytes);
+    ctx->saved_data["chunk_rows"] = static_cast<int64_t>(opts.chunk_rows);
+    ctx->saved_data["threads"] = static_cast<int64_t>(threads);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto s = ctx->get_saved_variables();
+    const torch::Tensor &hidden = s[0], &weight = s[1], &bias = s[2], &labels = s[3], &lse = s[4];
+    ktsa::kernels::fused_linear_options opts;
+    opts.logprob = load_options(ctx);
+    opts.temperature = static_cast<float>(ctx->saved_data["temperature"].toDouble());
+    opts.softcap = static_cast<float>(ctx->saved_data["softcap"].toDouble());
+    opts.chunk_bytes = static_cast<std::size_t>(ctx->saved_data["chunk_bytes"].toInt());
+    opts.chunk_rows = ctx->saved_data["chunk_rows"].toInt();
+    const int threads = static_cast<int>(ctx->saved_data["threads"].toInt());
+    const torch::Tensor g = grad_out[0].to(torch::kFloat64).contiguous();
+    // Only the gradients autograd asks for: each skipped one skips its GEMM.
+    torch::Tensor gh, gw, gb;
+    if (ctx->needs_input_grad(0)) gh = torch::empty(hidden.sizes(), hidden.options());
+    if (ctx->needs_input_grad(1)) gw = torch::empty(weight.sizes(), weight.options());
+    if (has_bias(bias) && ctx->needs_input_grad(2)) gb = torch::empty(bias.sizes(), bias.options());
+    with_logit_type(hidden, "hidden", [&](auto h) {
+      using L = decltype(h);
+      with_label_type(labels, "labels", [&](auto y) {
+        using Y = decltype(y);
+        ktsa::kernels::fused_linear_grads<L, L> grads;
+        if (gh.defined()) grads.grad_hidden = view_of<L, 3>(gh, "grad_hidden");
+        if (gw.defined()) grads.grad_weight = view_of<L, 2>(gw, "grad_weight");
+        if (gb.defined()) grads.grad_bias = view_of<float, 1>(gb, "grad_bias");
+        ktsa::kernels::fused_linear_backward(
+            ktsa::exec::host{threads}, view_of<const L, 3>(hidden, "hidden"),
+            view_of<const L, 2>(weight, "weight"), bias_view(bias),
+            view_of<const Y, 2>(labels, "labels"), view_of<const float, 2>(lse, "lse"),
+            view_of<const double, 1>(g, "grad_output"), grads, opts);
+      });
+    });
+    return {gh, gw, gb, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+
+ private:
+  static void check_head(const torch::Tensor& hidden, const torch::Tensor& weight,
+                         const torch::Tensor& bias) {
+    check_tensor(hidden, 3, "hidden");
+    check_tensor(weight, 2, "weight");
+    if (weight.scalar_type() != hidden.scalar_type())
+      throw ktsa::invalid_argument(ktsa::detail::concat(
+          "ktsa: argument 'weight' has dtype ", c10::toString(weight.scalar_type()),
+          ", expected the dtype of 'hidden' (", c10::toString(hidden.scalar_type()), ")"));
+    if (has_bias(bias)) check_tensor(bias, 1, "bias");
+  }
+  static bool has_bias(const torch::Tensor& bias) { return bias.defined() && bias.numel() > 0; }
+  static ktsa::vector_view<const float> bias_view(const torch::Tensor& bias) {
+    return has_bias(bias) ? view_of<const float, 1>(bias, "bias")
+                          : ktsa::vector_view<const float>{};
   }
 };
 

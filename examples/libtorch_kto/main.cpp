@@ -4,12 +4,17 @@
 // abandon = undesirable; add-to-cart is left out). The held-out conversion
 // rate is printed after MLE and after KTO; the program fails if it did not rise.
 //
-// ktsa does the log-probs (ktsa_torch::SequenceLogprob over the logits
-// kernels, zero-copy views of the torch tensors), the reference point
+// ktsa does the log-probs (MLE: ktsa_torch::SequenceLogprob over the logits
+// kernels; KTO: ktsa_torch::FusedHeadLogprob, the fused linear head, from the
+// GRU's hidden states and the output projection, never holding the logits;
+// zero-copy views of the torch tensors), the reference point
 // (loss::batch_kl_reference_point over mismatched pairs) and the loss with its
 // gradient (ktsa_torch::KtoLoss); libtorch does the model and the optimiser.
 //
-//   ktsa_libtorch_kto [--mle-steps N] [--kto-steps N] [--seed S]
+//   ktsa_libtorch_kto [--mle-steps N] [--kto-steps N] [--seed S] [--head fused|logits]
+//
+// --head logits runs the KTO phase through SequenceLogprob on the full logits
+// instead (the same model and formula: a comparison run).
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -32,6 +37,7 @@ struct options {
   int mle_steps = 300, kto_steps = 150, batch = 64;
   double mle_lr = 1e-2, kto_lr = 3e-3, beta = 0.1;
   std::uint64_t seed = 1;
+  bool fused_head = true;  // KTO phase: FusedHeadLogprob (else SequenceLogprob)
 };
 
 struct dataset {
@@ -65,6 +71,22 @@ torch::Tensor sequence_logps(lm::LM& model, const torch::Tensor& feats,
                                             1);
 }
 
+ktsa::kernels::fused_linear_options fused_opts() {
+  ktsa::kernels::fused_linear_options o;
+  o.logprob = logprob_opts();
+  return o;
+}
+
+/// The same log pi(y | x) [B] through ktsa's fused linear head (hidden states
+/// and the output projection; no [B, T, V] logits), differentiable in both.
+torch::Tensor fused_sequence_logps(lm::LM& model, const torch::Tensor& feats,
+                                   const torch::Tensor& tokens) {
+  const auto [inputs, labels] = lm::teacher_forcing(tokens);
+  return ktsa_torch::FusedHeadLogprob::apply(model->hidden_states(feats, inputs),
+                                             model->head_weight(), model->head_bias(), labels,
+                                             fused_opts(), 1);
+}
+
 /// Purchases per shown description on the held-out queries (one sample each,
 /// the same generator seed and buyer draws for every model: a paired comparison).
 double held_out_cvr(lm::LM& model, const sim::market& m, const dataset& test,
@@ -93,6 +115,8 @@ int parse(int argc, char** argv, options& o) {
       o.kto_steps = std::stoi(v);
     else if (a == "--seed")
       o.seed = std::stoull(v);
+    else if (a == "--head" && (v == "fused" || v == "logits"))
+      o.fused_head = v == "fused";
     else
       return 1;
   }
@@ -104,7 +128,9 @@ int parse(int argc, char** argv, options& o) {
 int main(int argc, char** argv) {
   options o;
   if (parse(argc, argv, o) != 0) {
-    std::fprintf(stderr, "usage: ktsa_libtorch_kto [--mle-steps N] [--kto-steps N] [--seed S]\n");
+    std::fprintf(stderr,
+                 "usage: ktsa_libtorch_kto [--mle-steps N] [--kto-steps N] [--seed S] "
+                 "[--head fused|logits]\n");
     return 2;
   }
   torch::set_num_threads(1);
@@ -159,10 +185,33 @@ int main(int argc, char** argv) {
   }
   reference->eval();
 
+  // The KTO phase scores through the fused head: first check that it gives the
+  // logits path's log-probs on the MLE data (same model, same labels).
+  {
+    torch::NoGradGuard no_grad;
+    const auto f = train.feats.slice(0, 0, o.batch), y = seller.slice(0, 0, o.batch);
+    const auto via_logits = sequence_logps(policy, f, y),
+               via_fused = fused_sequence_logps(policy, f, y);
+    const double diff = (via_fused - via_logits).abs().max().item<double>();
+    const double scale = via_logits.abs().max().item<double>();
+    std::printf("fused head vs logits path on %d descriptions: max |diff| %.3g (max |logp| %.3g)\n",
+                o.batch, diff, scale);
+    // fp32 logits either way, summed differently (libtorch's linear + add vs
+    // one GEMM over [GRU output, features]): ~1e-6 seen; a wrong term is O(1).
+    if (!(diff <= 1e-5 * (1.0 + scale))) {
+      std::printf("FAIL: the fused head disagrees with the logits path\n");
+      return 1;
+    }
+  }
+
   ktsa::loss::config cfg;
   cfg.beta = o.beta;
   cfg.kind = ktsa::loss::variant::kto;
   torch::optim::Adam kto_opt(policy->parameters(), torch::optim::AdamOptions(o.kto_lr));
+  // The KTO phase's log-probs: the fused head (default) or the logits path.
+  const auto kto_logps = [&](lm::LM& model, const torch::Tensor& f, const torch::Tensor& y) {
+    return o.fused_head ? fused_sequence_logps(model, f, y) : sequence_logps(model, f, y);
+  };
   auto sample_gen = torch::make_generator<at::CPUGeneratorImpl>(o.seed ^ 0x7A11);
   for (int step = 0; step < o.kto_steps; ++step) {
     const auto idx = torch::randint(N, {o.batch}, batch_gen, torch::kInt64);
@@ -193,14 +242,14 @@ int main(int argc, char** argv) {
     {
       torch::NoGradGuard no_grad;
       const auto y_next = torch::roll(y, -1, 0);
-      const auto kl_policy = sequence_logps(policy, f, y_next);
-      const auto kl_ref = sequence_logps(reference, f, y_next);
+      const auto kl_policy = kto_logps(policy, f, y_next);
+      const auto kl_ref = kto_logps(reference, f, y_next);
       z0 = ktsa::loss::batch_kl_reference_point(
           ktsa_torch::view_of<const double, 1>(kl_policy, "kl_policy_logps"),
           ktsa_torch::view_of<const double, 1>(kl_ref, "kl_reference_logps"));
-      ref_logps = sequence_logps(reference, f, y);
+      ref_logps = kto_logps(reference, f, y);
     }
-    const auto logps = sequence_logps(policy, f, y);
+    const auto logps = kto_logps(policy, f, y);
     ktsa::loss::batch_metrics metrics;
     const auto loss = ktsa_torch::KtoLoss::apply(
         logps, ref_logps, flags, torch::tensor(z0, torch::kFloat64), cfg, nullptr, &metrics);

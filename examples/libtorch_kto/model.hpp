@@ -55,6 +55,20 @@ struct LMImpl : torch::nn::Module {
     return (head(out) + cond_out(feats).unsqueeze(1)).contiguous();
   }
 
+  /// The same logits as a linear head over widened hidden states, for
+  /// ktsa's fused head: logits = hidden_states . head_weight^T + head_bias,
+  /// with hidden_states [B, T, hidden + features] = [GRU output, prompt
+  /// features] and head_weight [V, hidden + features] = [head.W, cond_out.W]
+  /// (cond_out's per-prompt logit term folded in as extra hidden features).
+  torch::Tensor hidden_states(const torch::Tensor& feats, const torch::Tensor& inputs) {
+    const auto h0 = torch::tanh(cond_h(feats)).unsqueeze(0);
+    const auto x = emb(inputs) + cond_in(feats).unsqueeze(1);
+    const auto out = std::get<0>(gru(x, h0));
+    return torch::cat({out, feats.unsqueeze(1).expand({-1, out.size(1), -1})}, 2).contiguous();
+  }
+  torch::Tensor head_weight() { return torch::cat({head->weight, cond_out->weight}, 1); }
+  torch::Tensor head_bias() { return head->bias + cond_out->bias; }
+
   /// Samples descriptions [B, max_len] (positions after eos hold eos).
   torch::Tensor sample(const torch::Tensor& feats, torch::Generator& gen) {
     torch::NoGradGuard no_grad;

@@ -7,6 +7,10 @@
 //     fp64 sums, so they are compared with libtorch's fp64 autograd on the
 //     same float32 values at 1e-5 relative (norm-wise), including strided
 //     (non-contiguous) logits, ignore_index, shift and mean reduction.
+//   - FusedHeadLogprob (hidden, lm_head weight, bias -> log-probs, fused
+//     head): value and the gradients of hidden, weight and bias against fp64
+//     autograd on linear -> log_softmax -> gather -> masked sum, from the same
+//     float32 values, at 1e-5 relative (norm-wise); bf16 at 1e-2 (see the case).
 //   - The checks of the views: dtype, rank, device.
 // c10 defines a glog-style CHECK macro: Catch2 macros are used with their CATCH_ prefix.
 #define CATCH_CONFIG_MAIN
@@ -75,6 +79,16 @@ torch::Tensor torch_seq_logprob(const torch::Tensor& logits, const torch::Tensor
   if (o.reduce == ktsa::kernels::reduction::mean)
     s = s / mask.sum(1).clamp_min(1).to(s.scalar_type());
   return s;
+}
+
+// The head in torch ops (fp64): raw = h W^T + b, z = softcap(raw) / tau.
+torch::Tensor torch_head_logprob(const torch::Tensor& h, const torch::Tensor& w,
+                                 const torch::Tensor& b,
+                                 const ktsa::kernels::fused_linear_options& o) {
+  auto raw = torch::matmul(h, w.t());
+  if (b.defined()) raw = raw + b;
+  if (o.softcap > 0) raw = o.softcap * torch::tanh(raw / o.softcap);
+  return raw / o.temperature;
 }
 
 }  // namespace
@@ -225,4 +239,134 @@ CATCH_TEST_CASE("libtorch: views reject wrong dtype, rank and layout by name", "
   CATCH_CHECK_THROWS_WITH(
       (ktsa_torch::view_of<const float, 1>(torch::zeros({4}, torch::kFloat64), "x")),
       Contains("'x' has dtype Double, expected Float"));
+}
+
+// Tolerance: the fused head runs three fp32 GEMMs (logits over K = H, grad_hidden
+// over K = V, grad_W over K = the unmasked rows) and fp32 row kernels with fp64
+// sequence sums; an fp32 dot product of length K errs by at most K u sum|terms|
+// (u = 2^-24), K <= 41 here: <= 2.5e-6 of the terms' magnitude; norm-wise the
+// errors are ~sqrt(K) u ~ 4e-7. 1e-5 relative (norm-wise, against fp64 autograd
+// on the same float32 values) leaves room for cancellation in grad_W (signed
+// softmax gradients) and still fails on any wrong term (a missed row, a wrong
+// shift or mask is an O(1) relative error).
+CATCH_TEST_CASE("libtorch: FusedHeadLogprob against fp64 autograd (value, grad hidden, W, bias)",
+                "[libtorch][fused]") {
+  torch::manual_seed(13);
+  const int64_t B = 3, T = 7, H = 13, V = 41;
+  // hidden is a strided view (every other position of a padded buffer).
+  const auto big = torch::randn({B, 2 * T, H + 2}, torch::kFloat32);
+  const auto w0 = torch::randn({V, H}, torch::kFloat32) * 0.5;
+  const auto b0 = torch::randn({V}, torch::kFloat32);
+  auto labels = torch::randint(V, {B, T}, torch::kInt64);
+  labels[0][0] = -100;  // a prompt position
+  labels[1][4] = -100;
+  labels[2].fill_(-100);  // all ignored: log-prob 0, zero gradient
+  struct setup {
+    bool shift, mean, bias;
+    int chunk_rows;
+    float softcap, temperature;
+    bool int32;
+  };
+  for (const setup& st :
+       {setup{false, false, true, 4, 0, 1, false}, setup{true, false, true, 5, 0, 1, true},
+        setup{false, true, false, 0, 0, 1, false}, setup{true, true, true, 1, 0, 1, false},
+        setup{false, false, true, 3, 3.0f, 0.7f, true}}) {
+    CATCH_DYNAMIC_SECTION("shift " << st.shift << " mean " << st.mean << " bias " << st.bias
+                                   << " chunk_rows " << st.chunk_rows << " softcap " << st.softcap
+                                   << " int32 " << st.int32) {
+      ktsa::kernels::fused_linear_options o;
+      o.logprob.shift = st.shift;
+      o.logprob.reduce = st.mean ? ktsa::kernels::reduction::mean : ktsa::kernels::reduction::sum;
+      o.chunk_rows = st.chunk_rows;
+      o.softcap = st.softcap;
+      o.temperature = st.temperature;
+      auto h = big.slice(1, 0, 2 * T, 2).slice(2, 0, H).detach().requires_grad_(true);
+      CATCH_REQUIRE(!h.is_contiguous());
+      auto w = w0.clone().requires_grad_(true);
+      auto b = st.bias ? b0.clone().requires_grad_(true) : ktsa_torch::no_bias();
+      auto h64 = h.detach().to(torch::kFloat64).requires_grad_(true);
+      auto w64 = w0.to(torch::kFloat64).requires_grad_(true);
+      auto b64 = st.bias ? b0.to(torch::kFloat64).requires_grad_(true) : torch::Tensor();
+      const auto lab = st.int32 ? labels.to(torch::kInt32) : labels;
+      const auto ours = ktsa_torch::FusedHeadLogprob::apply(h, w, b, lab, o, 1);
+      const auto theirs =
+          torch_seq_logprob(torch_head_logprob(h64, w64, b64, o), labels, o.logprob);
+      CATCH_REQUIRE(ours.scalar_type() == torch::kFloat64);
+      CATCH_CHECK(ours[2].item<double>() == 0.0);
+      const double ev = rel_err(ours, theirs);
+      const auto up = torch::tensor({0.5, -1.25, 2.0}, torch::kFloat64);
+      (ours * up).sum().backward();
+      (theirs * up).sum().backward();
+      const double eh = rel_err(h.grad(), h64.grad()), ew = rel_err(w.grad(), w64.grad());
+      const double eb = st.bias ? rel_err(b.grad(), b64.grad()) : 0.0;
+      std::printf(
+          "fused head vs fp64 (shift %d mean %d chunk_rows %d softcap %g): value %.2e "
+          "grad_hidden %.2e grad_W %.2e grad_bias %.2e\n",
+          st.shift, st.mean, st.chunk_rows, st.softcap, ev, eh, ew, eb);
+      CATCH_CHECK(ev < 1e-5);
+      CATCH_CHECK(eh < 1e-5);
+      CATCH_CHECK(ew < 1e-5);
+      CATCH_CHECK(eb < 1e-5);
+      CATCH_CHECK(h.grad().dtype() == torch::kFloat32);
+      CATCH_CHECK(w.grad().sizes() == w0.sizes());
+      // Ignored positions (and the shifted-out last one) get exactly 0.
+      CATCH_CHECK(h.grad()[2].abs().max().item<float>() == 0.0f);
+      CATCH_CHECK(h.grad()[1][st.shift ? 3 : 4].abs().max().item<float>() == 0.0f);
+      if (st.shift) CATCH_CHECK(h.grad()[0][T - 1].abs().max().item<float>() == 0.0f);
+    }
+  }
+}
+
+// bf16 hidden and weight: the same bf16 values widened to fp64 for the
+// reference; ktsa computes in fp32 and rounds each gradient once to bf16
+// (half-ulp 2^-9 = 2e-3 relative), so 1e-2 norm-wise.
+CATCH_TEST_CASE("libtorch: FusedHeadLogprob in bf16 against fp64 autograd", "[libtorch][fused]") {
+  torch::manual_seed(17);
+  const int64_t B = 2, T = 5, H = 16, V = 33;
+  auto h = torch::randn({B, T, H}, torch::kFloat32).to(torch::kBFloat16).requires_grad_(true);
+  auto w = (torch::randn({V, H}, torch::kFloat32) * 0.5).to(torch::kBFloat16).requires_grad_(true);
+  const auto labels = torch::randint(V, {B, T}, torch::kInt64);
+  auto h64 = h.detach().to(torch::kFloat64).requires_grad_(true);
+  auto w64 = w.detach().to(torch::kFloat64).requires_grad_(true);
+  ktsa::kernels::fused_linear_options o;
+  o.chunk_rows = 3;
+  const auto ours = ktsa_torch::FusedHeadLogprob::apply(h, w, ktsa_torch::no_bias(), labels, o, 1);
+  const auto theirs =
+      torch_seq_logprob(torch_head_logprob(h64, w64, torch::Tensor(), o), labels, o.logprob);
+  CATCH_CHECK(rel_err(ours, theirs) < 1e-5);  // the value is fp32 / fp64 from exact bf16 inputs
+  ours.sum().backward();
+  theirs.sum().backward();
+  CATCH_CHECK(h.grad().dtype() == torch::kBFloat16);
+  CATCH_CHECK(w.grad().dtype() == torch::kBFloat16);
+  CATCH_CHECK(rel_err(h.grad(), h64.grad()) < 1e-2);
+  CATCH_CHECK(rel_err(w.grad(), w64.grad()) < 1e-2);
+}
+
+CATCH_TEST_CASE("libtorch: FusedHeadLogprob rejects bad inputs by name", "[libtorch][fused]") {
+  const auto h = torch::zeros({2, 3, 4}, torch::kFloat32);
+  const auto w = torch::zeros({5, 4}, torch::kFloat32);
+  const auto y = torch::zeros({2, 3}, torch::kInt64);
+  const ktsa::kernels::fused_linear_options o;
+  CATCH_CHECK_THROWS_WITH(
+      ktsa_torch::FusedHeadLogprob::apply(h, w.to(torch::kBFloat16), ktsa_torch::no_bias(), y, o,
+                                          1),
+      Contains("'weight' has dtype BFloat16") && Contains("dtype of 'hidden' (Float)"));
+  CATCH_CHECK_THROWS_WITH(
+      ktsa_torch::FusedHeadLogprob::apply(h[0], w, ktsa_torch::no_bias(), y, o, 1),
+      Contains("'hidden' has 2 dimensions, expected 3"));
+  CATCH_CHECK_THROWS_WITH(
+      ktsa_torch::FusedHeadLogprob::apply(h, w, torch::zeros({5}, torch::kFloat64), y, o, 1),
+      Contains("'bias' has dtype Double, expected Float"));
+  CATCH_CHECK_THROWS_WITH(
+      ktsa_torch::FusedHeadLogprob::apply(h, torch::zeros({5, 3}, torch::kFloat32),
+                                          ktsa_torch::no_bias(), y, o, 1),
+      Contains("weight"));
+  // W with a strided hidden dimension (a transposed [H, V] buffer): the kernel's check.
+  CATCH_CHECK_THROWS_AS(
+      ktsa_torch::FusedHeadLogprob::apply(h, torch::zeros({4, 5}, torch::kFloat32).t(),
+                                          ktsa_torch::no_bias(), y, o, 1),
+      ktsa::invalid_argument);
+  CATCH_CHECK_THROWS_WITH(
+      ktsa_torch::FusedHeadLogprob::apply(h, w, ktsa_torch::no_bias(), y.to(torch::kFloat32), o, 1),
+      Contains("'labels' has dtype Float"));
 }

@@ -1,5 +1,7 @@
-// ktsa as a PyTorch C++ extension: sequence_logprob, token_kl and kto_loss as
-// autograd Functions (the ones of examples/libtorch_kto/ktsa_torch.hpp), plus
+// ktsa as a PyTorch C++ extension: sequence_logprob, token_kl, kto_loss and
+// fused_head_logprob (the fused linear head: hidden states and lm_head weight
+// in, no logits held) as autograd Functions (the ones of
+// examples/libtorch_kto/ktsa_torch.hpp), plus
 // the batch-KL reference point and BCO's running mean. Built with
 // torch.utils.cpp_extension (setup.py here).
 #include <torch/extension.h>
@@ -149,6 +151,28 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       py::arg("logits"), py::arg("labels"), py::arg("ignore_index") = -100,
       py::arg("shift") = false, py::arg("reduction") = "sum", py::arg("check_finite") = false,
       py::arg("threads") = 1);
+
+  m.def(
+      "fused_head_logprob",
+      [](const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& labels,
+         c10::optional<torch::Tensor> bias, int64_t ignore_index, bool shift,
+         const std::string& reduction, bool check_finite, double temperature, double softcap,
+         int64_t chunk_rows, int threads) {
+        ktsa::kernels::fused_linear_options o;
+        o.logprob = logprob_options(ignore_index, shift, reduction, check_finite);
+        o.temperature = static_cast<float>(temperature);
+        o.softcap = static_cast<float>(softcap);
+        o.chunk_rows = chunk_rows;
+        return ktsa_torch::FusedHeadLogprob::apply(
+            hidden, weight, bias.has_value() ? *bias : ktsa_torch::no_bias(), labels, o, threads);
+      },
+      "Per-sequence log-probs [B] (float64) of labels [B, T] under softmax(hidden [B, T, H] @ "
+      "weight[V, H].T + bias) through ktsa's fused linear head (the [B, T, V] logits are never "
+      "held); gradients for hidden, weight and bias. chunk_rows 0: from the 16 MiB budget.",
+      py::arg("hidden"), py::arg("weight"), py::arg("labels"), py::arg("bias") = py::none(),
+      py::arg("ignore_index") = -100, py::arg("shift") = false, py::arg("reduction") = "sum",
+      py::arg("check_finite") = false, py::arg("temperature") = 1.0, py::arg("softcap") = 0.0,
+      py::arg("chunk_rows") = 0, py::arg("threads") = 1);
 
   m.def(
       "token_kl",

@@ -1,6 +1,7 @@
 # Builds the ktsa PyTorch extension against the installed torch:
 #   python3 setup.py build_ext --inplace        (or: pip install .)
 # KTSA_INCLUDE_DIR points at ktsa's include/ (default: this repository's).
+import ctypes.util
 import os
 
 from setuptools import setup
@@ -8,6 +9,11 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 here = os.path.dirname(os.path.abspath(__file__))
 include = os.environ.get("KTSA_INCLUDE_DIR", os.path.join(here, "..", "..", "include"))
+
+# The fused head's default GEMM is oneDNN (Debian libdnnl-dev) when its header
+# is found; link it then, else build without it (Eigen or the plain loops).
+dnnl = ctypes.util.find_library("dnnl") is not None and os.path.exists(
+    "/usr/include/oneapi/dnnl/dnnl.h")
 
 setup(
     name="ktsa_torch_ext",
@@ -18,6 +24,8 @@ setup(
             [os.path.join(here, "ktsa_ext.cpp")],
             include_dirs=[include, os.path.join(here, "..", "libtorch_kto")],
             extra_compile_args=["-O2", "-std=c++17"],  # ktsa is C++17; torch 1.13 passes c++14 first
+            libraries=["dnnl"] if dnnl else [],
+            define_macros=[] if dnnl else [("KTSA_NO_ONEDNN", None)],
         )
     ],
     cmdclass={"build_ext": BuildExtension},

@@ -8,7 +8,11 @@ sequence_logprob / token_kl: ktsa's kernels take float32 / float16 / bfloat16
 logits (fp32 lanes, fp64 sums), so they are compared with plain torch in float64
 on the same float32 values (1e-5 relative, values and gradients, options and
 strided inputs included); gradcheck needs float64 inputs, which these kernels do
-not take. Bad arguments raise ValueError naming them.
+not take. fused_head_logprob (hidden, lm_head weight, bias; the fused linear
+head): value and the hidden / weight / bias gradients against plain torch
+(linear, log_softmax, gather, masked sum) in float64 on the same float32
+values, 1e-5 relative (the same fp32-GEMM argument as the C++ test). Bad
+arguments raise ValueError naming them.
 
 Usage: python3 test_torch_extension.py <directory holding the built module> <README.md>
 """
@@ -196,6 +200,42 @@ theirs = plain_kto(plain_seq_logprob(lg64, lab), ref4, d4, 0.1, "kto", beta=0.5)
 ours.backward()
 theirs.backward()
 check(rel(lg.grad, lg64.grad) < 1e-5, "chain gradient")
+
+# --- fused_head_logprob: hidden [B, T, H] and the lm_head weight [V, H], no logits held.
+Bf, Tf, Hf, Vf = 3, 7, 13, 41
+hbig = torch.randn(Bf, 2 * Tf, Hf + 2)
+w0 = torch.randn(Vf, Hf) * 0.5
+b0 = torch.randn(Vf)
+lab_f = torch.randint(Vf, (Bf, Tf))
+lab_f[0, 0] = -100
+lab_f[1, 4] = -100
+lab_f[2, :] = -100
+for shift, reduction, use_bias, chunk_rows in ((False, "sum", True, 4), (True, "sum", False, 5),
+                                                (True, "mean", True, 1), (False, "mean", True, 0)):
+    name = f"fused_head_logprob shift={shift} {reduction} bias={use_bias} chunk_rows={chunk_rows}"
+    h = hbig[:, ::2, :Hf].detach().requires_grad_(True)  # non-contiguous view
+    w = w0.clone().requires_grad_(True)
+    b = b0.clone().requires_grad_(True) if use_bias else None
+    h64 = h.detach().double().requires_grad_(True)
+    w64 = w0.double().requires_grad_(True)
+    b64 = b0.double().requires_grad_(True) if use_bias else None
+    a = kt.fused_head_logprob(h, w, lab_f, bias=b, shift=shift, reduction=reduction,
+                              chunk_rows=chunk_rows)
+    logits64 = torch.nn.functional.linear(h64, w64, b64)
+    ref_f = plain_seq_logprob(logits64, lab_f, -100, shift, reduction)
+    check(a.dtype == torch.float64 and rel(a, ref_f) < 1e-5 and a[2].item() == 0.0, name + " value")
+    wt = torch.tensor([0.5, -1.25, 2.0], dtype=torch.float64)
+    (a * wt).sum().backward()
+    (ref_f * wt).sum().backward()
+    check(rel(h.grad, h64.grad) < 1e-5, name + " grad hidden")
+    check(rel(w.grad, w64.grad) < 1e-5, name + " grad weight")
+    if use_bias:
+        check(rel(b.grad, b64.grad) < 1e-5, name + " grad bias")
+    check(h.grad[2].abs().max().item() == 0.0, name + " all-ignored row has zero gradient")
+check(raises(lambda: kt.fused_head_logprob(hbig[:, :Tf, :Hf], w0.double(), lab_f),
+             "'weight' has dtype Double"), "fused_head_logprob weight dtype")
+check(raises(lambda: kt.fused_head_logprob(hbig[0], w0, lab_f), "'hidden' has 2 dimensions"),
+      "fused_head_logprob rank")
 
 # --- Rejections name the argument.
 check(raises(lambda: kt.kto_loss(pol, ref, d, variant="kto_zero"), "'variant' = 'kto_zero'"),
