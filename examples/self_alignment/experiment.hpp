@@ -84,6 +84,7 @@ inline void score(const ktsa::exec::host& ex, const linear_policy& model,
   out.logp.assign(static_cast<size_t>(b), 0.0);
   out.count.assign(static_cast<size_t>(b), 0);
   out.lse.assign(static_cast<size_t>(b) * max_len, 0.0f);
+  if (b == 0) return;  // a data-parallel rank with an empty slice of a small batch
   ktsa::kernels::sequence_logprob_forward(
       ex, logits_view(out.logits, b), make_view(labels.data(), b, index_t{max_len}),
       make_view(out.logp), make_view(out.count), make_view(out.lse.data(), b, index_t{max_len}),
@@ -187,11 +188,12 @@ class experiment {
                       const std::vector<std::vector<int>>& seqs) const {
     const index_t m = sl.size(), n = static_cast<index_t>(dlogp.size());
     linear_policy::matrix grad_logits(vocab, m * max_len), grad_w, grad_u;
-    ktsa::kernels::sequence_logprob_backward(
-        ex, logits_view(s.logits, m), make_view(sl.labels.data(), m, index_t{max_len}),
-        make_view(s.lse.data(), m, index_t{max_len}), make_view(s.count),
-        make_view(dlogp.data() + sl.begin, m),
-        make_view(grad_logits.data(), m, index_t{max_len}, index_t{vocab}));
+    if (m > 0)  // an empty slice of a small batch has nothing to backpropagate
+      ktsa::kernels::sequence_logprob_backward(
+          ex, logits_view(s.logits, m), make_view(sl.labels.data(), m, index_t{max_len}),
+          make_view(s.lse.data(), m, index_t{max_len}), make_view(s.count),
+          make_view(dlogp.data() + sl.begin, m),
+          make_view(grad_logits.data(), m, index_t{max_len}, index_t{vocab}));
     if (ranks_.single()) {
       model.backward(s.design, grad_logits, grad_w, grad_u);
     } else {

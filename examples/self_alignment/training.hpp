@@ -164,10 +164,11 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
           extended_ptr[static_cast<size_t>(i)] = &extended[static_cast<size_t>(i)];
         }
         model.forward(extended_ptr, sl.seqs, key.design, key.logits);
-        ktsa::kernels::token_kl_forward(ex, logits_view(pol.logits, m), logits_view(key.logits, m),
-                                        make_view(sl.labels.data(), m, index_t{max_len}),
-                                        make_view(kl), ktsa::matrix_view<float>{},
-                                        ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
+        if (m > 0)  // an empty slice of a small batch
+          ktsa::kernels::token_kl_forward(
+              ex, logits_view(pol.logits, m), logits_view(key.logits, m),
+              make_view(sl.labels.data(), m, index_t{max_len}), make_view(kl),
+              ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
         for (index_t i = 0; i < m; ++i)
           key_kls[static_cast<size_t>(i * sim::num_key_features + k)] = kl[static_cast<size_t>(i)];
       }
