@@ -180,6 +180,11 @@ int main(int argc, char** argv) try {
     }
   } session(&argc, &argv);
   ktsa::dist::mpi_reducer reducer(MPI_COMM_WORLD);
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      if (reducer.rank() == 0) sa::print_help();  // once, and every rank finalises
+      return 0;
+    }
   sa::options o = sa::parse(argc, argv);
   if (reducer.rank() > 0) {
     o.out += "/rank" + std::to_string(reducer.rank());
