@@ -24,6 +24,7 @@
 #include <ktsa/sim/learned_oracle.hpp>
 #include <ktsa/sim/retrieval.hpp>
 
+#include "data_parallel.hpp"
 #include "options.hpp"
 #include "policy.hpp"
 
@@ -83,25 +84,21 @@ inline void score(const ktsa::exec::host& ex, const linear_policy& model,
   out.logp.assign(static_cast<size_t>(b), 0.0);
   out.count.assign(static_cast<size_t>(b), 0);
   out.lse.assign(static_cast<size_t>(b) * max_len, 0.0f);
+  if (b == 0) return;  // a data-parallel rank with an empty slice of a small batch
   ktsa::kernels::sequence_logprob_forward(
       ex, logits_view(out.logits, b), make_view(labels.data(), b, index_t{max_len}),
       make_view(out.logp), make_view(out.count), make_view(out.lse.data(), b, index_t{max_len}),
       ktsa::matrix_view<float>{});
 }
 
-/// Backpropagates d loss / d log pi(y_i | x_i) into a gradient step on the model.
-inline void apply_gradient(const ktsa::exec::host& ex, linear_policy& model, adam& opt,
-                           const std::vector<std::int32_t>& labels, const scored_batch& s,
-                           const std::vector<double>& dlogp) {
-  const index_t b = static_cast<index_t>(dlogp.size());
-  linear_policy::matrix grad_logits(vocab, b * max_len), grad_w, grad_u;
-  ktsa::kernels::sequence_logprob_backward(
-      ex, logits_view(s.logits, b), make_view(labels.data(), b, index_t{max_len}),
-      make_view(s.lse.data(), b, index_t{max_len}), make_view(s.count), make_view(dlogp),
-      make_view(grad_logits.data(), b, index_t{max_len}, index_t{vocab}));
-  model.backward(s.design, grad_logits, grad_w, grad_u);
-  opt.step(model, grad_w, grad_u);
-}
+/// A batch and this rank's slice [begin, end) of it (the whole batch in one process).
+struct batch_slice {
+  index_t begin = 0, end = 0;
+  std::vector<const prompt*> prompts;
+  std::vector<std::vector<int>> seqs;
+  std::vector<std::int32_t> labels;
+  index_t size() const { return end - begin; }
+};
 
 /// A point of the chart: the held-out CVR the buyer and the Oracle expect.
 struct curve_point {
@@ -162,6 +159,53 @@ class experiment {
     learned_ = learned;
   }
   void set_class_weights(ktsa::loss::class_weights w) { weights_ = w; }
+  /// Data-parallel ranks (data_parallel.hpp); one process by default.
+  void set_ranks(ranks r) { ranks_ = std::move(r); }
+  const ranks& dp() const { return ranks_; }
+
+  /// This rank's slice of a batch (prompts, sequences, labels [B, T]).
+  batch_slice slice(const std::vector<const prompt*>& prompts,
+                    const std::vector<std::vector<int>>& seqs,
+                    const std::vector<std::int32_t>& labels) const {
+    const index_t n = static_cast<index_t>(prompts.size());
+    batch_slice s;
+    s.begin = ranks_.begin(n);
+    s.end = ranks_.end(n);
+    s.prompts.assign(prompts.begin() + s.begin, prompts.begin() + s.end);
+    s.seqs.assign(seqs.begin() + s.begin, seqs.begin() + s.end);
+    s.labels.assign(labels.begin() + s.begin * max_len, labels.begin() + s.end * max_len);
+    return s;
+  }
+
+  /// Backpropagates d loss / d log pi(y_i | x_i) (the whole batch's, dlogp)
+  /// into a gradient step on the model; s was scored on this rank's slice sl
+  /// of the batch (prompts, seqs). With several ranks the slices' d loss /
+  /// d logits are gathered and every rank runs the backward over the whole
+  /// batch: the single-process summation order, so the same Adam step.
+  void apply_gradient(const ktsa::exec::host& ex, linear_policy& model, adam& opt,
+                      const batch_slice& sl, const scored_batch& s,
+                      const std::vector<double>& dlogp, const std::vector<const prompt*>& prompts,
+                      const std::vector<std::vector<int>>& seqs) const {
+    const index_t m = sl.size(), n = static_cast<index_t>(dlogp.size());
+    linear_policy::matrix grad_logits(vocab, m * max_len), grad_w, grad_u;
+    if (m > 0)  // an empty slice of a small batch has nothing to backpropagate
+      ktsa::kernels::sequence_logprob_backward(
+          ex, logits_view(s.logits, m), make_view(sl.labels.data(), m, index_t{max_len}),
+          make_view(s.lse.data(), m, index_t{max_len}), make_view(s.count),
+          make_view(dlogp.data() + sl.begin, m),
+          make_view(grad_logits.data(), m, index_t{max_len}, index_t{vocab}));
+    if (ranks_.single()) {
+      model.backward(s.design, grad_logits, grad_w, grad_u);
+    } else {
+      const std::vector<float> all = ranks_.gather(grad_logits.data(), n, index_t{max_len} * vocab);
+      const linear_policy::matrix whole =
+          Eigen::Map<const linear_policy::matrix>(all.data(), vocab, n * max_len);
+      std::vector<linear_policy::position_features> design;
+      linear_policy::design_of(prompts, seqs, design);
+      model.backward(design, whole, grad_w, grad_u);
+    }
+    opt.step(model, grad_w, grad_u);
+  }
 
   /// The description an arm shows for held-out query q, draw d.
   std::vector<int> description(const linear_policy* model, const sim::query& q, int d) const {
@@ -178,13 +222,15 @@ class experiment {
   arm_evaluation evaluate(const linear_policy* model, int draws) const {
     const auto& test = market_.test_queries();
     arm_evaluation out;
-    out.buyer.resize(test.size() * static_cast<size_t>(draws));
+    // This rank's held-out queries [first, first + count) (all in one process).
+    const index_t nq = static_cast<index_t>(test.size()), first = ranks_.begin(nq),
+                  count = ranks_.end(nq) - first;
+    out.buyer.resize(static_cast<size_t>(count) * static_cast<size_t>(draws));
     out.oracle.resize(out.buyer.size());
     ktsa::detail::parallel_chunks(
-        ktsa::exec::host{o_.threads}, static_cast<index_t>(test.size()), 256,
-        [&](index_t begin, index_t end) {
+        ktsa::exec::host{o_.threads}, count, 256, [&](index_t begin, index_t end) {
           for (index_t i = begin; i < end; ++i) {
-            const sim::query& q = test[static_cast<size_t>(i)];
+            const sim::query& q = test[static_cast<size_t>(first + i)];
             const sim::product& p = shown(q);
             for (int d = 0; d < draws; ++d) {
               const std::vector<int> text = description(model, q, d);
@@ -199,17 +245,33 @@ class experiment {
             }
           }
         });
+    if (!ranks_.single()) {
+      // The actions' codes travel as doubles (exact), gathered in query order.
+      const auto whole = [&](const std::vector<sim::action>& mine) {
+        std::vector<double> codes;
+        for (sim::action a : mine) codes.push_back(static_cast<double>(static_cast<int>(a)));
+        const std::vector<double> all = ranks_.gather(codes, nq, index_t{draws});
+        std::vector<sim::action> actions;
+        for (double c : all) actions.push_back(static_cast<sim::action>(static_cast<int>(c)));
+        return actions;
+      };
+      out.buyer = whole(out.buyer);
+      out.oracle = whole(out.oracle);
+    }
     return out;
   }
 
   /// The chart's point: P(purchase) the buyer and the Oracle expect, averaged
   /// over the chart subset of held-out queries, one description each.
   curve_point chart_point(int step, const linear_policy* model) const {
-    std::vector<double> buy(chart_.size()), ora(chart_.size());
-    ktsa::detail::parallel_chunks(ktsa::exec::host{o_.threads}, static_cast<index_t>(chart_.size()),
-                                  256, [&](index_t begin, index_t end) {
+    // This rank's chart queries [first, first + count) (all in one process).
+    const index_t nq = static_cast<index_t>(chart_.size()), first = ranks_.begin(nq),
+                  count = ranks_.end(nq) - first;
+    std::vector<double> buy(static_cast<size_t>(count)), ora(static_cast<size_t>(count));
+    ktsa::detail::parallel_chunks(ktsa::exec::host{o_.threads}, count, 256,
+                                  [&](index_t begin, index_t end) {
                                     for (index_t i = begin; i < end; ++i) {
-                                      const sim::query& q = *chart_[static_cast<size_t>(i)];
+                                      const sim::query& q = *chart_[static_cast<size_t>(first + i)];
                                       const std::vector<int> text = description(model, q, 0);
                                       buy[static_cast<size_t>(i)] = buyer_->action_probabilities(
                                           buyer_->utility_total(q, shown(q), text), q.category)[0];
@@ -217,6 +279,10 @@ class experiment {
                                           learned_->probabilities(q, shown(q), text)[0];
                                     }
                                   });
+    if (!ranks_.single()) {
+      buy = ranks_.gather(buy, nq);
+      ora = ranks_.gather(ora, nq);
+    }
     curve_point c{step, 0, 0};
     for (size_t i = 0; i < buy.size(); ++i) {
       c.buyer += buy[i] / static_cast<double>(buy.size());
@@ -264,6 +330,7 @@ class experiment {
   const sim::oracle* feedback_ = nullptr;
   const sim::learned_oracle* learned_ = nullptr;
   ktsa::loss::class_weights weights_{};
+  ranks ranks_;
   std::vector<int> row_of_category_;      // category id -> report row
   std::vector<const sim::query*> chart_;  // held-out queries of the chart
 };

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -32,7 +33,15 @@
 #include <thread>
 #include <vector>
 
+#include <ktsa/dist/check.hpp>
 #include <ktsa/metrics/report.hpp>
+#ifdef KTSA_EXAMPLE_MPI
+// ktsa_self_alignment_mpi: the same run data-parallel over MPI ranks
+// (data_parallel.hpp): each rank scores its slice of every batch and of the
+// held-out queries; rank 0 prints; the others write under OUT/rank<r>.
+#include <mpi.h>
+#include <ktsa/dist/mpi.hpp>
+#endif
 
 #include "experiment.hpp"
 #include "options.hpp"
@@ -162,10 +171,44 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+#ifdef KTSA_EXAMPLE_MPI
+  struct mpi_session {
+    mpi_session(int* argc, char*** argv) { MPI_Init(argc, argv); }
+    // On an exception the handler below aborts every rank instead.
+    ~mpi_session() {
+      if (std::uncaught_exceptions() == 0) MPI_Finalize();
+    }
+  } session(&argc, &argv);
+  ktsa::dist::mpi_reducer reducer(MPI_COMM_WORLD);
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      if (reducer.rank() == 0) sa::print_help();  // once, and every rank finalises
+      return 0;
+    }
+  sa::options o = sa::parse(argc, argv);
+  if (reducer.rank() > 0) {
+    o.out += "/rank" + std::to_string(reducer.rank());
+    if (!std::freopen("/dev/null", "w", stdout)) throw std::runtime_error("cannot mute stdout");
+  }
+#else
   const sa::options o = sa::parse(argc, argv);
+#endif
   const auto t0 = std::chrono::steady_clock::now();
   make_dirs(o.out);
   sa::experiment ex(o);
+#ifdef KTSA_EXAMPLE_MPI
+  {
+    sa::ranks r;
+    r.rank = reducer.rank();
+    r.size = reducer.size();
+    r.all_gather = [&reducer](const double* local, std::size_t n) {
+      return ktsa::dist::all_gather(reducer, local, n);
+    };
+    ex.set_ranks(std::move(r));
+    std::fprintf(stderr, "ktsa_self_alignment_mpi: rank %d of %d\n", reducer.rank(),
+                 reducer.size());
+  }
+#endif
   const bool paper = o.market == "paper";
   std::printf(
       "ktsa %s self-alignment: %s market, seed %llu, %zu categories, %zu train / %zu held-out "
@@ -235,6 +278,11 @@ int main(int argc, char** argv) try {
   std::printf("%s", mle_log.c_str());
   std::fflush(stdout);
   sa::linear_policy kto, ktsa_model;
+#ifdef KTSA_EXAMPLE_MPI
+  // One after the other: both phases' collectives share one communicator.
+  kto = ex.align(sa::arm_kto, mle, kto_curve, kto_log);
+  ktsa_model = ex.align(sa::arm_ktsa, mle, ktsa_curve, ktsa_log);
+#else
   {
     std::exception_ptr error;
     std::thread side([&] {
@@ -248,8 +296,23 @@ int main(int argc, char** argv) try {
     side.join();
     if (error) std::rethrow_exception(error);
   }
+#endif
   std::printf("%s%s", kto_log.c_str(), ktsa_log.c_str());
   const auto t_train = seconds_since(t0);
+  {
+    // The trained parameters' bits (FNV-1a): a data-parallel run must write
+    // the same file as one process (examples/self_alignment/CMakeLists.txt).
+    std::string bits;
+    const std::pair<const char*, const sa::linear_policy*> trained[] = {
+        {"MLE", &mle}, {"KTO", &kto}, {"KTSA", &ktsa_model}};
+    for (const auto& [name, m] : trained) {
+      ktsa::dist::fingerprint f;
+      f.add_bytes(m->weights.data(), sizeof(float) * static_cast<size_t>(m->weights.size()));
+      f.add_bytes(m->shared.data(), sizeof(float) * static_cast<size_t>(m->shared.size()));
+      bits += sa::printf_string("%s %016llx\n", name, static_cast<unsigned long long>(f.value()));
+    }
+    write_file(o.out + "/model_bits.txt", bits);
+  }
 
   // Table 3: every arm on the same held-out queries and draws, under the
   // buyer and the Oracle.
@@ -325,5 +388,8 @@ int main(int argc, char** argv) try {
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "ktsa_self_alignment: %s\n", e.what());
+#ifdef KTSA_EXAMPLE_MPI
+  MPI_Abort(MPI_COMM_WORLD, 2);  // the other ranks may wait in a collective
+#endif
   return 2;
 }

@@ -184,6 +184,18 @@ class linear_policy {
     }
   }
 
+  /// The features forward() keeps in `design`, without the logits (a
+  /// data-parallel rank's backward over the whole batch, data_parallel.hpp).
+  static void design_of(const std::vector<const prompt*>& prompts,
+                        const std::vector<std::vector<int>>& seqs,
+                        std::vector<position_features>& design) {
+    design.resize(prompts.size() * max_len);
+    for (size_t i = 0; i < prompts.size(); ++i)
+      for (int t = 0; t < max_len; ++t)
+        features(*prompts[i], seqs[i].data(), std::min<int>(t, static_cast<int>(seqs[i].size())),
+                 design[i * max_len + static_cast<size_t>(t)]);
+  }
+
   /// d loss / d (W, u) from d loss / d logits (V x (B*T), the layout of forward()).
   void backward(const std::vector<position_features>& design, const matrix& grad_logits,
                 matrix& grad_weights, matrix& grad_shared) const {

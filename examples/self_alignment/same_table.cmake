@@ -4,7 +4,12 @@
 # The output must be the same on every x86-64 machine of that SIMD level.
 #
 #   cmake -DEXE=... -DLEVEL=scalar|avx2|avx512 -DEXPECTED=... -DOUT=... [-DTHREADS=2]
-#         [-DUPDATE=1] -P same_table.cmake
+#         [-DUPDATE=1] [-DLAUNCHER="mpirun;-np;2"] -P same_table.cmake
+#
+# LAUNCHER (a list) runs EXE under it: the data-parallel build
+# (ktsa_self_alignment_mpi) must print the single-process file. REFERENCE_EXE
+# (with LAUNCHER) also runs that single-process binary and compares the trained
+# models' bits (OUT/model_bits.txt) with it.
 #
 # UPDATE=1 writes the expected file instead of comparing (after a deliberate
 # change of the example's numbers). Prints "skipped: ..." (the test's skip
@@ -33,7 +38,7 @@ endif()
 
 set(ENV{KTSA_SIMD} ${LEVEL})
 execute_process(
-  COMMAND ${EXE} --categories Books,Apparel --train-queries 400 --test-queries 200 --steps 40
+  COMMAND ${LAUNCHER} ${EXE} --categories Books,Apparel --train-queries 400 --test-queries 200 --steps 40
           --mle-steps 30 --batch 32 --eval-every 20 --eval-draws 2 --chart-queries 100
           --threads ${THREADS} --timing 0 --out ${OUT}
   OUTPUT_VARIABLE out
@@ -57,5 +62,22 @@ if(NOT out STREQUAL expected)
     "the printed output under KTSA_SIMD=${LEVEL} differs from ${EXPECTED}:\n"
     "  diff ${EXPECTED} ${OUT}/printed.txt\n"
     "(if the change is deliberate, rerun this script with -DUPDATE=1)")
+endif()
+if(REFERENCE_EXE)
+  execute_process(
+    COMMAND ${REFERENCE_EXE} --categories Books,Apparel --train-queries 400 --test-queries 200
+            --steps 40 --mle-steps 30 --batch 32 --eval-every 20 --eval-draws 2
+            --chart-queries 100 --threads ${THREADS} --timing 0 --out ${OUT}/reference
+    OUTPUT_QUIET ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the reference run failed (${rc}):\n${err}")
+  endif()
+  file(READ ${OUT}/model_bits.txt bits)
+  file(READ ${OUT}/reference/model_bits.txt reference_bits)
+  if(NOT bits STREQUAL reference_bits)
+    message(FATAL_ERROR "the trained models' bits differ from one process's:\n"
+            "${bits}vs\n${reference_bits}")
+  endif()
+  message("same model bits as one process:\n${bits}")
 endif()
 message("same output as ${EXPECTED}")

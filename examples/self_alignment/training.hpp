@@ -33,12 +33,16 @@ inline linear_policy experiment::train_mle(std::vector<curve_point>& curve,
     }
     for (const prompt& x : storage) prompts.push_back(&x);
     const auto labels = make_labels(seqs);
-    score(ex, model, prompts, seqs, labels, s);
+    // This rank's slice of the batch (the whole batch in one process).
+    const batch_slice sl = slice(prompts, seqs, labels);
+    score(ex, model, sl.prompts, sl.seqs, sl.labels, s);
     double nll = 0;
-    for (double lp : s.logp) nll -= lp / static_cast<double>(qs.size());
+    for (double lp : ranks_.gather(s.logp, static_cast<index_t>(qs.size())))
+      nll -= lp / static_cast<double>(qs.size());
     // Loss = mean negative log-likelihood: d loss / d log pi = -1 / B.
-    apply_gradient(ex, model, opt, labels, s,
-                   std::vector<double>(qs.size(), -1.0 / static_cast<double>(qs.size())));
+    apply_gradient(ex, model, opt, sl, s,
+                   std::vector<double>(qs.size(), -1.0 / static_cast<double>(qs.size())), prompts,
+                   seqs);
     win_nll += nll;
     ++win_steps;
   }
@@ -115,9 +119,14 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
     const index_t n = static_cast<index_t>(seqs.size());
     if (n < 2) continue;  // no mismatched pair to form; nothing to learn from
     const auto labels = make_labels(seqs);
-    // 3. Sequence log-probs of policy and reference (host kernel).
-    score(ex, model, prompts, seqs, labels, pol);
-    score(ex, reference, prompts, seqs, labels, ref);
+    // 3. Sequence log-probs of policy and reference (host kernel), on this
+    // rank's slice; every per-example vector below is gathered whole.
+    const batch_slice sl = slice(prompts, seqs, labels);
+    const index_t m = sl.size();
+    score(ex, model, sl.prompts, sl.seqs, sl.labels, pol);
+    score(ex, reference, sl.prompts, sl.seqs, sl.labels, ref);
+    const std::vector<double> pol_logp = ranks_.gather(pol.logp, n),
+                              ref_logp = ranks_.gather(ref.logp, n);
 
     std::vector<double> dlogp(static_cast<size_t>(n), 0.0);
     ktsa::loss::loss_result res;
@@ -129,35 +138,41 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
       for (index_t i = 0; i < n; ++i)
         kl_seqs.push_back(seqs[static_cast<size_t>(pair[static_cast<size_t>(i)])]);
       const auto kl_labels = make_labels(kl_seqs);
-      score(ex, model, prompts, kl_seqs, kl_labels, kl_pol);
-      score(ex, reference, prompts, kl_seqs, kl_labels, kl_ref);
-      const double z0 =
-          ktsa::loss::batch_kl_reference_point(make_view(kl_pol.logp), make_view(kl_ref.logp));
-      res = ktsa::loss::kto_loss(ex, make_view(pol.logp), make_view(ref.logp), make_view(desirable),
+      // The pairs are formed over the whole batch (every rank holds it), then sliced.
+      const batch_slice kl_sl = slice(prompts, kl_seqs, kl_labels);
+      score(ex, model, kl_sl.prompts, kl_sl.seqs, kl_sl.labels, kl_pol);
+      score(ex, reference, kl_sl.prompts, kl_sl.seqs, kl_sl.labels, kl_ref);
+      const double z0 = ktsa::loss::batch_kl_reference_point(
+          make_view(ranks_.gather(kl_pol.logp, n)), make_view(ranks_.gather(kl_ref.logp, n)));
+      res = ktsa::loss::kto_loss(ex, make_view(pol_logp), make_view(ref_logp), make_view(desirable),
                                  z0, cfg, ktsa::vector_view<double>{}, make_view(dlogp));
       win_z0 += z0;
     } else {
       // 4b. KTSA: each example's own reference point, Eq. 2:
       //   z0_i = max(R_avg_i, (1/6) sum_k KL(pi(.|x_i) || pi(.|x_i,k)))
       // with the exact token KL over the description, x_i,k = x_i plus key feature k.
-      std::vector<double> key_kls(static_cast<size_t>(n) * sim::num_key_features);
-      std::vector<prompt> extended(static_cast<size_t>(n));
-      std::vector<const prompt*> extended_ptr(static_cast<size_t>(n));
-      std::vector<double> kl(static_cast<size_t>(n));
+      // This rank's slice [sl.begin, sl.end) of examples, then gathered whole.
+      std::vector<double> key_kls(static_cast<size_t>(m) * sim::num_key_features);
+      std::vector<prompt> extended(static_cast<size_t>(m));
+      std::vector<const prompt*> extended_ptr(static_cast<size_t>(m));
+      std::vector<double> kl(static_cast<size_t>(m));
       for (int k = 0; k < sim::num_key_features; ++k) {
-        for (index_t i = 0; i < n; ++i) {
-          extended[static_cast<size_t>(i)] = with_key_feature(
-              *prompts[static_cast<size_t>(i)], shown(*kept[static_cast<size_t>(i)]), k);
+        for (index_t i = 0; i < m; ++i) {
+          extended[static_cast<size_t>(i)] =
+              with_key_feature(*sl.prompts[static_cast<size_t>(i)],
+                               shown(*kept[static_cast<size_t>(sl.begin + i)]), k);
           extended_ptr[static_cast<size_t>(i)] = &extended[static_cast<size_t>(i)];
         }
-        model.forward(extended_ptr, seqs, key.design, key.logits);
-        ktsa::kernels::token_kl_forward(ex, logits_view(pol.logits, n), logits_view(key.logits, n),
-                                        make_view(labels.data(), n, index_t{max_len}),
-                                        make_view(kl), ktsa::matrix_view<float>{},
-                                        ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
-        for (index_t i = 0; i < n; ++i)
+        model.forward(extended_ptr, sl.seqs, key.design, key.logits);
+        if (m > 0)  // an empty slice of a small batch
+          ktsa::kernels::token_kl_forward(
+              ex, logits_view(pol.logits, m), logits_view(key.logits, m),
+              make_view(sl.labels.data(), m, index_t{max_len}), make_view(kl),
+              ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{}, ktsa::matrix_view<float>{});
+        for (index_t i = 0; i < m; ++i)
           key_kls[static_cast<size_t>(i * sim::num_key_features + k)] = kl[static_cast<size_t>(i)];
       }
+      key_kls = ranks_.gather(key_kls, n, index_t{sim::num_key_features});
       // Each product has its own reference point: one z0 per example.
       std::vector<double> z0s(static_cast<size_t>(n));
       for (index_t i = 0; i < n; ++i) {
@@ -169,12 +184,12 @@ inline linear_policy experiment::align(int arm, const linear_policy& init,
                        static_cast<double>(n * sim::num_key_features);
       }
       res =
-          ktsa::loss::kto_loss(ex, make_view(pol.logp), make_view(ref.logp), make_view(desirable),
+          ktsa::loss::kto_loss(ex, make_view(pol_logp), make_view(ref_logp), make_view(desirable),
                                make_view(z0s), cfg, ktsa::vector_view<double>{}, make_view(dlogp));
       win_z0 += res.metrics.kl;
     }
     // 5. Backpropagate through the log-prob kernel into the policy.
-    apply_gradient(ex, model, opt, labels, pol, dlogp);
+    apply_gradient(ex, model, opt, sl, pol, dlogp, prompts, seqs);
 
     ++win_steps;
     win_loss += res.loss;
