@@ -167,8 +167,8 @@ TEST_CASE("dist: one process (local_reducer) gives the single-process values bit
   CHECK(s1 == s2);
   // Local argument errors as in one process.
   CHECK_THROWS_AS(dist::sharded_sequence_logprob_forward(
-                      exec::host{1}, r, dist::vocab_shard{V, 0, V - 1}, make_view(x.data(), B, T, V),
-                      make_view(y.data(), B, T), make_view(s1)),
+                      exec::host{1}, r, dist::vocab_shard{V, 0, V - 1},
+                      make_view(x.data(), B, T, V), make_view(y.data(), B, T), make_view(s1)),
                   shape_error);
   CHECK_THROWS_AS(dist::even_shard(3, 0, 4), ktsa::invalid_argument);
 }
@@ -237,8 +237,7 @@ TEST_CASE("dist: the KL shard merge against fp64, with -inf pieces") {
   for (index_t j = 100; j < 900; ++j) a[static_cast<std::size_t>(j)] = ninf;  // p = 0 there
   for (index_t j = 300; j < 600; ++j) b[static_cast<std::size_t>(j)] = ninf;  // q = 0 where p = 0
   double ma = -HUGE_VAL, mb = -HUGE_VAL, sa = 0, sb = 0;
-  for (index_t j = 0; j < V; ++j)
-    ma = std::max(ma, double(a[j])), mb = std::max(mb, double(b[j]));
+  for (index_t j = 0; j < V; ++j) ma = std::max(ma, double(a[j])), mb = std::max(mb, double(b[j]));
   for (index_t j = 0; j < V; ++j) sa += std::exp(a[j] - ma), sb += std::exp(b[j] - mb);
   double kl = 0, h = 0;
   for (index_t j = 0; j < V; ++j) {

@@ -51,8 +51,7 @@ inline std::vector<int> select_candidates(const sim::market& m, const options& o
     const sim::market_retrieval r(m);
     for (const auto* qs : {&m.train_queries(), &m.test_queries()}) {
       const std::vector<int> picked = r.candidates(ktsa::exec::host{}, *qs);
-      for (size_t i = 0; i < qs->size(); ++i)
-        shown[static_cast<size_t>((*qs)[i].id)] = picked[i];
+      for (size_t i = 0; i < qs->size(); ++i) shown[static_cast<size_t>((*qs)[i].id)] = picked[i];
     }
     return shown;
   }
@@ -268,17 +267,16 @@ class experiment {
     const index_t nq = static_cast<index_t>(chart_.size()), first = ranks_.begin(nq),
                   count = ranks_.end(nq) - first;
     std::vector<double> buy(static_cast<size_t>(count)), ora(static_cast<size_t>(count));
-    ktsa::detail::parallel_chunks(ktsa::exec::host{o_.threads}, count, 256,
-                                  [&](index_t begin, index_t end) {
-                                    for (index_t i = begin; i < end; ++i) {
-                                      const sim::query& q = *chart_[static_cast<size_t>(first + i)];
-                                      const std::vector<int> text = description(model, q, 0);
-                                      buy[static_cast<size_t>(i)] = buyer_->action_probabilities(
-                                          buyer_->utility_total(q, shown(q), text), q.category)[0];
-                                      ora[static_cast<size_t>(i)] =
-                                          learned_->probabilities(q, shown(q), text)[0];
-                                    }
-                                  });
+    ktsa::detail::parallel_chunks(
+        ktsa::exec::host{o_.threads}, count, 256, [&](index_t begin, index_t end) {
+          for (index_t i = begin; i < end; ++i) {
+            const sim::query& q = *chart_[static_cast<size_t>(first + i)];
+            const std::vector<int> text = description(model, q, 0);
+            buy[static_cast<size_t>(i)] = buyer_->action_probabilities(
+                buyer_->utility_total(q, shown(q), text), q.category)[0];
+            ora[static_cast<size_t>(i)] = learned_->probabilities(q, shown(q), text)[0];
+          }
+        });
     if (!ranks_.single()) {
       buy = ranks_.gather(buy, nq);
       ora = ranks_.gather(ora, nq);

@@ -20,7 +20,7 @@ struct options {
   /// "classic": the uncalibrated high-CVR market (about a third of impressions
   /// convert), arms trained against the buyer itself; a teaching setting.
   std::string market = "paper";
-  std::string feedback;    ///< "oracle" or "buyer"; empty: oracle (paper), buyer (classic)
+  std::string feedback;  ///< "oracle" or "buyer"; empty: oracle (paper), buyer (classic)
   /// "oracle": the market's pick (best of three by true fit); "retrieval": top-1
   /// hybrid CBF + CF candidate (sim/retrieval.hpp).
   std::string candidates = "oracle";
