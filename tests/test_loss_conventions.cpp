@@ -360,3 +360,22 @@ TEST_CASE("config weights against TRL's [1, 4/3] range", "[loss][conventions][cl
   // A braced {wD, wU} is not ambiguous with loss::config in this header set.
   CHECK(loss::weights_in_recommended_range({49, 1}, 2, 98));
 }
+
+TEST_CASE("key-feature KL and KTSA's z0 with finite inputs whose sums overflow (fuzz_loss finding)",
+          "[loss][errors]") {
+  using ktsa::make_view;
+  // Sums overflow, means do not: the mean is returned (here exactly 1.5e308).
+  const std::vector<double> big{1.5e308, 1.5e308}, zero{0.0, 0.0};
+  CHECK(ktsa::loss::key_feature_kl_estimate(make_view(big), make_view(zero)) == 1.5e308);
+  CHECK(ktsa::loss::key_feature_kl_estimate(make_view(zero), make_view(big)) == -1.5e308);
+  CHECK(ktsa::loss::ktsa_reference_point(0.5, make_view(big)) == 1.5e308);
+  // A log-ratio that itself overflows has no finite estimate: data_error naming the sample.
+  const std::vector<double> x{-1.0, 1.7e308}, y{-2.0, -1.7e308};
+  CHECK_THROWS_AS(ktsa::loss::key_feature_kl_estimate(make_view(x), make_view(y)),
+                  ktsa::data_error);
+  CHECK_THROWS_WITH(ktsa::loss::key_feature_kl_estimate(make_view(x), make_view(y)),
+                    Catch::Matchers::Contains("sample 1"));
+  // Ordinary inputs: the plain mean, bit for bit ((-1 - -2) + (-3 - -5)) / 2.
+  const std::vector<double> a{-1.0, -3.0}, b{-2.0, -5.0};
+  CHECK(ktsa::loss::key_feature_kl_estimate(make_view(a), make_view(b)) == 1.5);
+}

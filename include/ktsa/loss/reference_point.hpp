@@ -183,7 +183,24 @@ double key_feature_kl_estimate(vector_view<A> logp_under_x, vector_view<B> logp_
   double sum = 0;
   for (index_t s = 0; s < logp_under_x.extent(0); ++s)
     sum += static_cast<double>(logp_under_x[s]) - static_cast<double>(logp_under_feature[s]);
-  return sum / static_cast<double>(logp_under_x.extent(0));
+  const double count = static_cast<double>(logp_under_x.extent(0));
+  if (std::isfinite(sum)) return sum / count;
+  // The sum overflowed: the mean of d / S may still be finite. A log-ratio
+  // that itself overflows (finite log-probs of +-1.7e308) has no finite
+  // estimate: an error, as kl_partial_sum's overflow is, never a silent +-inf.
+  double mean = 0;
+  for (index_t s = 0; s < logp_under_x.extent(0); ++s) {
+    const double d =
+        static_cast<double>(logp_under_x[s]) - static_cast<double>(logp_under_feature[s]);
+    if (!std::isfinite(d))
+      throw data_error(ktsa::detail::concat("ktsa: the log-ratio of sample ", s,
+                                            " overflows double (", logp_under_x[s], " - ",
+                                            logp_under_feature[s], ")"));
+    mean += d / count;
+  }
+  if (!std::isfinite(mean))
+    throw data_error(ktsa::detail::concat("ktsa: the mean key-feature log-ratio overflows double"));
+  return mean;
 }
 
 /// KTSA's buyer reference point, Eq. 2: max(R_avg, mean of the K key-feature KLs).
@@ -197,6 +214,12 @@ double ktsa_reference_point(double rating_average, vector_view<K> key_feature_kl
   detail::require_finite_values(key_feature_kls, "key_feature_kls");
   double sum = 0;
   for (index_t i = 0; i < k; ++i) sum += static_cast<double>(key_feature_kls[i]);
+  if (!std::isfinite(sum)) {  // finite KLs whose sum overflows: their mean is still finite
+    sum = 0;
+    for (index_t i = 0; i < k; ++i)
+      sum += static_cast<double>(key_feature_kls[i]) / static_cast<double>(k);
+    return std::max(rating_average, sum);
+  }
   return std::max(rating_average, sum / static_cast<double>(k));
 }
 
